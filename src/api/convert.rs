@@ -1,0 +1,103 @@
+//! Domain → wire conversions.
+
+use prost_types::Timestamp;
+
+use crate::domain::carrier::{Carrier, CarrierStatus};
+use crate::domain::number::{Capability, EventKind, NumberState, NumberStatus, NumberUsage};
+use crate::pb::v1 as pb;
+use crate::store::EventRecord;
+
+/// A Unix-milliseconds time as a protobuf timestamp.
+pub(crate) fn timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+pub(crate) fn status_to_pb(status: NumberStatus) -> pb::NumberStatus {
+    match status {
+        NumberStatus::Provisioned => pb::NumberStatus::Provisioned,
+        NumberStatus::Assigned => pb::NumberStatus::Assigned,
+        NumberStatus::Released => pb::NumberStatus::Released,
+    }
+}
+
+pub(crate) fn usage_to_pb(usage: NumberUsage) -> pb::NumberUsage {
+    match usage {
+        NumberUsage::CallingUser => pb::NumberUsage::CallingUser,
+        NumberUsage::VoiceApp => pb::NumberUsage::VoiceApp,
+        NumberUsage::Conference => pb::NumberUsage::Conference,
+    }
+}
+
+pub(crate) fn capability_to_pb(c: Capability) -> pb::NumberCapability {
+    match c {
+        Capability::InboundCalling => pb::NumberCapability::InboundCalling,
+        Capability::OutboundCalling => pb::NumberCapability::OutboundCalling,
+        Capability::InboundSms => pb::NumberCapability::InboundSms,
+        Capability::OutboundSms => pb::NumberCapability::OutboundSms,
+    }
+}
+
+pub(crate) fn event_kind_to_pb(kind: EventKind) -> pb::NumberEventType {
+    match kind {
+        EventKind::Provisioned => pb::NumberEventType::Provisioned,
+        EventKind::Assigned => pb::NumberEventType::Assigned,
+        EventKind::Updated => pb::NumberEventType::Updated,
+        EventKind::Unassigned => pb::NumberEventType::Unassigned,
+        EventKind::Released => pb::NumberEventType::Released,
+    }
+}
+
+impl From<&NumberState> for pb::TelephoneNumber {
+    fn from(s: &NumberState) -> Self {
+        let a = s.assignment.as_ref();
+        Self {
+            number: s.number.to_string(),
+            tenant_id: s.tenant_id.as_str().to_owned(),
+            status: status_to_pb(s.status) as i32,
+            usage: a.map_or(pb::NumberUsage::Unspecified, |a| usage_to_pb(a.usage)) as i32,
+            capabilities: s
+                .capabilities
+                .iter()
+                .map(|c| capability_to_pb(*c) as i32)
+                .collect(),
+            assignment_target_id: a.map(|a| a.target_id.clone()).unwrap_or_default(),
+            sip_uri: a.map(|a| a.sip_uri.as_str().to_owned()).unwrap_or_default(),
+            calling_profile_id: a.map(|a| a.calling_profile_id.clone()).unwrap_or_default(),
+            location_id: a.map(|a| a.location_id.clone()).unwrap_or_default(),
+            iso_country_code: s.iso_country_code.clone(),
+            update_time: Some(timestamp(s.update_time_ms)),
+            revision: s.revision,
+        }
+    }
+}
+
+impl From<&EventRecord> for pb::NumberEvent {
+    fn from(e: &EventRecord) -> Self {
+        Self {
+            revision: e.revision,
+            r#type: event_kind_to_pb(e.kind) as i32,
+            number: Some((&e.state).into()),
+            previous: e.previous.as_ref().map(Into::into),
+            commit_time: Some(timestamp(e.commit_time_ms)),
+        }
+    }
+}
+
+impl From<&Carrier> for pb::Carrier {
+    fn from(c: &Carrier) -> Self {
+        Self {
+            carrier_id: c.id.to_string(),
+            display_name: c.display_name.clone(),
+            sip_domain: c.sip_domain.as_str().to_owned(),
+            status: match c.status {
+                CarrierStatus::Active => pb::CarrierStatus::Active,
+                CarrierStatus::Suspended => pb::CarrierStatus::Suspended,
+            } as i32,
+            create_time: Some(timestamp(c.create_time_ms)),
+            number_revision: c.number_revision,
+        }
+    }
+}

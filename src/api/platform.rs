@@ -1,0 +1,312 @@
+//! `PlatformService`: the platform registers carriers and reports what happens to numbers.
+
+use std::collections::BTreeSet;
+
+use tonic::{Request, Response, Status};
+
+use super::{Authorizer, decode_page_token, encode_page_token, page_size};
+use crate::domain::Violations;
+use crate::domain::carrier::CarrierStatus;
+use crate::domain::ids::{
+    self, CarrierId, E164, SipDomain, SipUri, TenantId, parse_display_name, parse_opaque_id,
+    parse_optional_opaque_id,
+};
+use crate::domain::number::{Assignment, Capability, NumberUsage, Provisioning};
+use crate::error::{ApiError, ApiResult};
+use crate::pb::v1 as pb;
+use crate::pb::v1::platform_service_server::PlatformService;
+use crate::store::{Store, StoreError};
+
+/// Most numbers one provisioning or release may name.
+const MAX_BATCH: usize = 1_000;
+
+/// Implementation of `opconnect.v1.PlatformService`.
+#[derive(Debug, Clone)]
+pub struct PlatformApi {
+    store: Store,
+    auth: Authorizer,
+}
+
+impl PlatformApi {
+    /// The service over `store`.
+    pub fn new(store: Store) -> Self {
+        Self {
+            auth: Authorizer::new(store.clone()),
+            store,
+        }
+    }
+}
+
+fn parse_numbers(v: &mut Violations, field: &str, raw: &[String]) -> Vec<E164> {
+    if raw.is_empty() || raw.len() > MAX_BATCH {
+        v.push(field, format!("must name 1 to {MAX_BATCH} numbers"));
+        return Vec::new();
+    }
+    let mut seen = BTreeSet::new();
+    let mut numbers = Vec::with_capacity(raw.len());
+    for (i, n) in raw.iter().enumerate() {
+        if let Some(n) = v.check(format!("{field}[{i}]"), E164::parse(n)) {
+            if seen.insert(n.clone()) {
+                numbers.push(n);
+            } else {
+                v.push(format!("{field}[{i}]"), "is named twice");
+            }
+        }
+    }
+    numbers
+}
+
+fn parse_capabilities(v: &mut Violations, raw: &[i32]) -> Vec<Capability> {
+    if raw.is_empty() {
+        v.push("capabilities", "must name at least one capability");
+    }
+    let mut caps = BTreeSet::new();
+    for (i, c) in raw.iter().enumerate() {
+        let cap = match pb::NumberCapability::try_from(*c) {
+            Ok(pb::NumberCapability::InboundCalling) => Capability::InboundCalling,
+            Ok(pb::NumberCapability::OutboundCalling) => Capability::OutboundCalling,
+            Ok(pb::NumberCapability::InboundSms) => Capability::InboundSms,
+            Ok(pb::NumberCapability::OutboundSms) => Capability::OutboundSms,
+            _ => {
+                v.push(
+                    format!("capabilities[{i}]"),
+                    format!("unknown capability {c}"),
+                );
+                continue;
+            }
+        };
+        caps.insert(cap);
+    }
+    caps.into_iter().collect()
+}
+
+fn parse_usage(v: &mut Violations, raw: i32) -> Option<NumberUsage> {
+    let usage = match pb::NumberUsage::try_from(raw) {
+        Ok(pb::NumberUsage::CallingUser) => Ok(NumberUsage::CallingUser),
+        Ok(pb::NumberUsage::VoiceApp) => Ok(NumberUsage::VoiceApp),
+        Ok(pb::NumberUsage::Conference) => Ok(NumberUsage::Conference),
+        _ => Err("must be CALLING_USER, VOICE_APP or CONFERENCE".to_owned()),
+    };
+    v.check("usage", usage)
+}
+
+impl PlatformApi {
+    async fn assign(&self, req: pb::AssignNumberRequest) -> ApiResult<pb::AssignNumberResponse> {
+        let mut v = Violations::default();
+        let number = v.check("number", E164::parse(&req.number));
+        let usage = parse_usage(&mut v, req.usage);
+        let target = v.check(
+            "assignment_target_id",
+            parse_opaque_id(&req.assignment_target_id),
+        );
+        let profile = v.check(
+            "calling_profile_id",
+            parse_optional_opaque_id(&req.calling_profile_id),
+        );
+        let location = v.check("location_id", parse_optional_opaque_id(&req.location_id));
+        let checked = v.finish();
+        let (Some(number), Some(usage), Some(target), Some(profile), Some(location)) =
+            (number, usage, target, profile, location)
+        else {
+            return Err(checked.err().unwrap_or_default().into());
+        };
+        checked?;
+        // The SIP URI is checked against the owning carrier's domain, which never changes.
+        let owner = self
+            .store
+            .number_owner(&number)
+            .await?
+            .ok_or_else(|| StoreError::NumberNotFound(number.to_string()))?;
+        let sip_uri = if req.sip_uri.is_empty() {
+            SipUri::default_for(&number, &owner.sip_domain)
+        } else {
+            SipUri::parse_for(&req.sip_uri, &number, &owner.sip_domain)
+                .map_err(|e| ApiError::invalid("sip_uri", e))?
+        };
+        let assignment = Assignment {
+            usage,
+            target_id: target,
+            sip_uri,
+            calling_profile_id: profile,
+            location_id: location,
+        };
+        let state = self.store.assign_number(&number, assignment).await?;
+        Ok(pb::AssignNumberResponse {
+            telephone_number: Some((&state).into()),
+        })
+    }
+
+    async fn provision(
+        &self,
+        req: pb::ProvisionNumbersRequest,
+    ) -> ApiResult<pb::ProvisionNumbersResponse> {
+        let mut v = Violations::default();
+        let carrier = v.check("carrier_id", CarrierId::parse(&req.carrier_id));
+        let tenant = v.check("tenant_id", TenantId::parse(&req.tenant_id));
+        let numbers = parse_numbers(&mut v, "numbers", &req.numbers);
+        let capabilities = parse_capabilities(&mut v, &req.capabilities);
+        let country = v.check(
+            "iso_country_code",
+            ids::parse_country_code(&req.iso_country_code),
+        );
+        let checked = v.finish();
+        let (Ok(()), Some(carrier), Some(tenant), Some(country)) =
+            (checked.clone(), carrier, tenant, country)
+        else {
+            return Err(checked.err().unwrap_or_default().into());
+        };
+        if self.store.carrier(carrier.as_str()).await?.is_none() {
+            return Err(StoreError::CarrierNotFound(carrier.to_string()).into());
+        }
+        let request = Provisioning {
+            tenant_id: tenant,
+            capabilities,
+            iso_country_code: country,
+        };
+        let stored = self
+            .store
+            .provision_numbers(&carrier, &numbers, &request)
+            .await?;
+        Ok(pb::ProvisionNumbersResponse {
+            numbers: stored.iter().map(Into::into).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl PlatformService for PlatformApi {
+    async fn create_carrier(
+        &self,
+        request: Request<pb::CreateCarrierRequest>,
+    ) -> Result<Response<pb::CreateCarrierResponse>, Status> {
+        self.auth.platform(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let id = v.check("carrier_id", CarrierId::parse(&req.carrier_id));
+        let name = v.check("display_name", parse_display_name(&req.display_name));
+        let domain = v.check("sip_domain", SipDomain::parse(&req.sip_domain));
+        let checked = v.finish();
+        let (Ok(()), Some(id), Some(name), Some(domain)) = (checked.clone(), id, name, domain)
+        else {
+            return Err(ApiError::from(checked.err().unwrap_or_default()).into());
+        };
+        let carrier = self
+            .store
+            .create_carrier(&id, &name, &domain)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(carrier = %id, "carrier registered");
+        Ok(Response::new(pb::CreateCarrierResponse {
+            carrier: Some((&carrier).into()),
+        }))
+    }
+
+    async fn list_carriers(
+        &self,
+        request: Request<pb::ListCarriersRequest>,
+    ) -> Result<Response<pb::ListCarriersResponse>, Status> {
+        self.auth.platform(&request)?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size, 100, 1000).map_err(|v| ApiError::from(vec![v]))?;
+        let after =
+            decode_page_token(&req.page_token, "carriers").map_err(|v| ApiError::from(vec![v]))?;
+        let mut carriers = self
+            .store
+            .list_carriers(after.as_deref(), limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let more = carriers.len() as u64 > limit;
+        carriers.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = match carriers.last() {
+            Some(last) if more => encode_page_token("carriers", last.id.as_str()),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListCarriersResponse {
+            carriers: carriers.iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn set_carrier_status(
+        &self,
+        request: Request<pb::SetCarrierStatusRequest>,
+    ) -> Result<Response<pb::SetCarrierStatusResponse>, Status> {
+        self.auth.platform(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let id = v.check("carrier_id", CarrierId::parse(&req.carrier_id));
+        let status = v.check(
+            "status",
+            match pb::CarrierStatus::try_from(req.status) {
+                Ok(pb::CarrierStatus::Active) => Ok(CarrierStatus::Active),
+                Ok(pb::CarrierStatus::Suspended) => Ok(CarrierStatus::Suspended),
+                _ => Err("must be ACTIVE or SUSPENDED".to_owned()),
+            },
+        );
+        let checked = v.finish();
+        let (Ok(()), Some(id), Some(status)) = (checked.clone(), id, status) else {
+            return Err(ApiError::from(checked.err().unwrap_or_default()).into());
+        };
+        let carrier = self
+            .store
+            .set_carrier_status(&id, status)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(carrier = %id, ?status, "carrier status set");
+        Ok(Response::new(pb::SetCarrierStatusResponse {
+            carrier: Some((&carrier).into()),
+        }))
+    }
+
+    async fn provision_numbers(
+        &self,
+        request: Request<pb::ProvisionNumbersRequest>,
+    ) -> Result<Response<pb::ProvisionNumbersResponse>, Status> {
+        self.auth.platform(&request)?;
+        Ok(Response::new(self.provision(request.into_inner()).await?))
+    }
+
+    async fn assign_number(
+        &self,
+        request: Request<pb::AssignNumberRequest>,
+    ) -> Result<Response<pb::AssignNumberResponse>, Status> {
+        self.auth.platform(&request)?;
+        Ok(Response::new(self.assign(request.into_inner()).await?))
+    }
+
+    async fn unassign_number(
+        &self,
+        request: Request<pb::UnassignNumberRequest>,
+    ) -> Result<Response<pb::UnassignNumberResponse>, Status> {
+        self.auth.platform(&request)?;
+        let req = request.into_inner();
+        let number = E164::parse(&req.number).map_err(|e| ApiError::invalid("number", e))?;
+        let state = self
+            .store
+            .unassign_number(&number)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::UnassignNumberResponse {
+            telephone_number: Some((&state).into()),
+        }))
+    }
+
+    async fn release_numbers(
+        &self,
+        request: Request<pb::ReleaseNumbersRequest>,
+    ) -> Result<Response<pb::ReleaseNumbersResponse>, Status> {
+        self.auth.platform(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let numbers = parse_numbers(&mut v, "numbers", &req.numbers);
+        v.finish().map_err(ApiError::from)?;
+        let stored = self
+            .store
+            .release_numbers(&numbers)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ReleaseNumbersResponse {
+            numbers: stored.iter().map(Into::into).collect(),
+        }))
+    }
+}

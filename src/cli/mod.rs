@@ -1,0 +1,27 @@
+//! Command-line entry points: `serve`, `certs`, `admin`.
+
+pub mod admin;
+pub mod certs;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// opconnect: the gRPC gateway between the Teams Operator Connect platform and carriers.
+#[derive(Debug, Parser)]
+#[command(name = "opconnect", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway server.
+    Serve(crate::config::ServeFlags),
+    /// Create a CA and certificates for the server, the platform and carriers.
+    Certs(certs::CertsArgs),
+    /// The operations team's client for PlatformService.
+    Admin(admin::AdminArgs),
+}

@@ -1,0 +1,200 @@
+//! Settings of `opconnect serve`: defaults, then a TOML file (`--config`), then `OPCONNECT_*`
+//! environment variables, then command-line flags; each layer wins over the one before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything `serve` needs, fully resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address of the mutual-TLS gRPC listener.
+    pub listen: SocketAddr,
+    /// `sqlite://...` or `postgres://...`.
+    pub database_url: String,
+    /// Maximum database connections in the pool.
+    pub database_max_connections: u32,
+    /// Server certificate chain (PEM).
+    pub tls_cert: PathBuf,
+    /// Server private key (PEM).
+    pub tls_key: PathBuf,
+    /// CA that signs client certificates (PEM).
+    pub client_ca: PathBuf,
+    /// SPIFFE trust domain of client identities.
+    pub trust_domain: String,
+    /// Prometheus metrics listener; none when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// How long open streams and calls get to finish after SIGTERM/SIGINT, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// Number events older than this many days are purged.
+    pub number_event_retention_days: u32,
+    /// How often retention purges run, in seconds.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: "sqlite://opconnect.db?mode=rwc".into(),
+            database_max_connections: 8,
+            tls_cert: "certs/server.pem".into(),
+            tls_key: "certs/server.key".into(),
+            client_ca: "certs/ca.pem".into(),
+            trust_domain: crate::pki::DEFAULT_TRUST_DOMAIN.into(),
+            metrics_listen: None,
+            log_format: LogFormat::Text,
+            shutdown_grace_secs: 10,
+            number_event_retention_days: 7,
+            purge_interval_secs: 3600,
+        }
+    }
+}
+
+/// Flags of `opconnect serve`; every one is optional and overrides file and environment.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct ServeFlags {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Database URL [default: sqlite://opconnect.db?mode=rwc].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Maximum database connections [default: 8].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_max_connections: Option<u32>,
+    /// Server certificate (PEM) [default: certs/server.pem].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM) [default: certs/server.key].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA of client certificates (PEM) [default: certs/ca.pem].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// SPIFFE trust domain [default: opconnect].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// Prometheus metrics listener address [default: off].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// Shutdown grace period in seconds [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// A configuration problem, stated in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Resolves the settings from defaults, the file, the environment and the flags.
+    pub fn load(flags: &ServeFlags) -> Result<Self, ConfigError> {
+        Self::load_from(flags, Env::prefixed("OPCONNECT_"))
+    }
+
+    fn load_from(flags: &ServeFlags, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let file = flags
+            .config
+            .clone()
+            .or_else(|| std::env::var_os("OPCONNECT_CONFIG").map(PathBuf::from));
+        if let Some(path) = &file {
+            if !Path::new(path).is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(env.ignore(&["config"]))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|e| ConfigError(one_line(&e)))
+    }
+}
+
+fn one_line(err: &figment::Error) -> String {
+    err.to_string().replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_environment_which_wins_over_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "opconnect.toml",
+                "listen = \"127.0.0.1:1\"\ndatabase_url = \"sqlite://file.db\"\ntrust_domain = \"file\"\n",
+            )?;
+            jail.set_env("OPCONNECT_DATABASE_URL", "sqlite://env.db");
+            jail.set_env("OPCONNECT_TRUST_DOMAIN", "env");
+            let flags = ServeFlags {
+                config: Some("opconnect.toml".into()),
+                trust_domain: Some("flag".into()),
+                ..Default::default()
+            };
+            let s = Settings::load(&flags).map_err(|e| e.to_string())?;
+            assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 1)));
+            assert_eq!(s.database_url, "sqlite://env.db");
+            assert_eq!(s.trust_domain, "flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_and_bad_values_are_one_line_errors() {
+        let flags = ServeFlags {
+            config: Some("/nonexistent/opconnect.toml".into()),
+            ..Default::default()
+        };
+        let err = Settings::load(&flags).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OPCONNECT_LISTEN", "not-an-address");
+            let err = Settings::load(&ServeFlags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains('\n') && err.contains("listen"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,25 @@
+//! The `opconnect` binary: parse the command line and dispatch.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use opconnect::cli::{Cli, Command, admin, certs, serve};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(flags) => serve::run(flags).await,
+        Command::Certs(args) => certs::run(args),
+        Command::Admin(args) => admin::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, the cause chain included; never a backtrace.
+            eprintln!("opconnect: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Carrier repository: registration, listing, status.
+
+use sea_orm::prelude::Expr;
+use sea_orm::sea_query::ExprTrait;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::entities::carrier;
+use super::{Store, StoreError, now_ms};
+use crate::domain::carrier::{Carrier, CarrierStatus};
+use crate::domain::ids::{CarrierId, SipDomain};
+
+impl TryFrom<carrier::Model> for Carrier {
+    type Error = StoreError;
+
+    fn try_from(m: carrier::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: CarrierId::parse(&m.carrier_id).map_err(StoreError::Corrupt)?,
+            sip_domain: SipDomain::parse(&m.sip_domain).map_err(StoreError::Corrupt)?,
+            display_name: m.display_name,
+            status: CarrierStatus::from_code(m.status),
+            create_time_ms: m.create_time_ms,
+            number_revision: m.number_revision,
+            events_purged_through: m.events_purged_through,
+        })
+    }
+}
+
+impl Store {
+    /// Registers a carrier; an identical existing carrier is returned as it is.
+    pub async fn create_carrier(
+        &self,
+        id: &CarrierId,
+        display_name: &str,
+        sip_domain: &SipDomain,
+    ) -> Result<Carrier, StoreError> {
+        let tx = self.begin_write().await?;
+        if let Some(existing) = carrier::Entity::find_by_id(id.as_str()).one(&tx).await? {
+            tx.commit().await?;
+            let existing = Carrier::try_from(existing)?;
+            return if existing.display_name == display_name && &existing.sip_domain == sip_domain {
+                Ok(existing)
+            } else {
+                Err(StoreError::CarrierExists(id.to_string()))
+            };
+        }
+        let model = carrier::ActiveModel {
+            carrier_id: Set(id.to_string()),
+            display_name: Set(display_name.to_owned()),
+            sip_domain: Set(sip_domain.as_str().to_owned()),
+            status: Set(CarrierStatus::Active.code()),
+            create_time_ms: Set(now_ms()),
+            number_revision: Set(0),
+            events_purged_through: Set(0),
+        };
+        let stored = carrier::Entity::insert(model)
+            .exec_with_returning(&tx)
+            .await?;
+        tx.commit().await?;
+        Carrier::try_from(stored)
+    }
+
+    /// One carrier, if registered.
+    pub async fn carrier(&self, id: &str) -> Result<Option<Carrier>, StoreError> {
+        carrier::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(Carrier::try_from)
+            .transpose()
+    }
+
+    /// Up to `limit` carriers with an id greater than `after`, in id order.
+    pub async fn list_carriers(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<Carrier>, StoreError> {
+        let mut query = carrier::Entity::find().order_by_asc(carrier::Column::CarrierId);
+        if let Some(after) = after {
+            query = query.filter(carrier::Column::CarrierId.gt(after));
+        }
+        query
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Carrier::try_from)
+            .collect()
+    }
+
+    /// Sets a carrier's status.
+    pub async fn set_carrier_status(
+        &self,
+        id: &CarrierId,
+        status: CarrierStatus,
+    ) -> Result<Carrier, StoreError> {
+        let tx = self.begin_write().await?;
+        let updated = carrier::Entity::update_many()
+            .col_expr(carrier::Column::Status, Expr::value(status.code()))
+            .filter(carrier::Column::CarrierId.eq(id.as_str()))
+            .exec_with_returning(&tx)
+            .await?;
+        tx.commit().await?;
+        self.feed.carrier_changed(id.as_str());
+        let model = updated
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::CarrierNotFound(id.to_string()))?;
+        Carrier::try_from(model)
+    }
+}
+
+/// Locks a carrier's row for the rest of the transaction `tx` and returns it. Writers of one
+/// carrier are ordered by this lock until they commit; on SQLite the IMMEDIATE transaction
+/// already orders every writer.
+pub(super) async fn lock_carrier<C: ConnectionTrait>(
+    tx: &C,
+    id: &str,
+) -> Result<Carrier, StoreError> {
+    advance_revision(tx, id, 0).await
+}
+
+/// Adds `n` to a carrier's number revision inside `tx` and returns the carrier after it. The
+/// revisions `number_revision - n + 1 ..= number_revision` belong to the caller's events.
+pub(super) async fn advance_revision<C: ConnectionTrait>(
+    tx: &C,
+    id: &str,
+    n: i64,
+) -> Result<Carrier, StoreError> {
+    let updated = carrier::Entity::update_many()
+        .col_expr(
+            carrier::Column::NumberRevision,
+            Expr::col(carrier::Column::NumberRevision).add(n),
+        )
+        .filter(carrier::Column::CarrierId.eq(id))
+        .exec_with_returning(tx)
+        .await?;
+    let model = updated
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::CarrierNotFound(id.to_owned()))?;
+    Carrier::try_from(model)
+}

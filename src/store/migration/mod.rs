@@ -1,0 +1,20 @@
+//! Schema migrations, run at start-up (sea-orm-migration). Portable SQL only: every table
+//! works the same on SQLite and PostgreSQL.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_carriers;
+mod m20261127_000002_create_numbers;
+
+/// All migrations, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261127_000001_create_carriers::Migration),
+            Box::new(m20261127_000002_create_numbers::Migration),
+        ]
+    }
+}

@@ -1,0 +1,530 @@
+//! Number repository: the state of each number and each carrier's gapless event log.
+//!
+//! Every write runs in one transaction that (1) locks the carrier row, (2) re-reads the
+//! numbers it changes, (3) takes `n` revisions from the carrier's counter, (4) writes the new
+//! states and the `n` events. Readers that resume after revision R therefore never miss a later
+//! commit: revisions are handed out under the carrier's lock, in commit order.
+
+use std::collections::BTreeMap;
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+
+use super::carriers::{advance_revision, lock_carrier};
+use super::entities::{carrier, number, number_event};
+use super::{Store, StoreError, now_ms};
+use crate::domain::carrier::Carrier;
+use crate::domain::ids::{CarrierId, E164, TenantId};
+use crate::domain::number::{
+    self as rules, Assignment, EventKind, NumberState, NumberStatus, Provisioning, Transition,
+    TransitionError,
+};
+
+/// Rows per multi-row statement: far below SQLite's 32,766 bind variables for 8 columns.
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// Filters of a number listing or watch.
+#[derive(Debug, Clone, Default)]
+pub struct NumberFilter {
+    /// Only this tenant.
+    pub tenant_id: Option<TenantId>,
+    /// Only this status.
+    pub status: Option<NumberStatus>,
+}
+
+impl NumberFilter {
+    /// Whether `state` passes the filter.
+    pub fn matches(&self, state: &NumberState) -> bool {
+        self.tenant_id
+            .as_ref()
+            .is_none_or(|t| &state.tenant_id == t)
+            && self.status.is_none_or(|s| state.status == s)
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct NumberPage {
+    /// The numbers, ascending.
+    pub numbers: Vec<NumberState>,
+    /// Whether more numbers follow the last one.
+    pub more: bool,
+    /// The carrier's revision when the page was read.
+    pub revision: i64,
+}
+
+/// One entry of a carrier's number-event log.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    /// Gapless per-carrier revision.
+    pub revision: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The number after the event.
+    pub state: NumberState,
+    /// The number before the event, if it existed.
+    pub previous: Option<NumberState>,
+    /// Commit time, Unix milliseconds.
+    pub commit_time_ms: i64,
+}
+
+fn status_code(status: NumberStatus) -> i16 {
+    match status {
+        NumberStatus::Provisioned => 1,
+        NumberStatus::Assigned => 2,
+        NumberStatus::Released => 3,
+    }
+}
+
+fn decode_state(json: &str) -> Result<NumberState, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("number state: {e}")))
+}
+
+fn encode_state(state: &NumberState) -> Result<String, StoreError> {
+    serde_json::to_string(state).map_err(|e| StoreError::Corrupt(format!("number state: {e}")))
+}
+
+impl TryFrom<number_event::Model> for EventRecord {
+    type Error = StoreError;
+
+    fn try_from(m: number_event::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            revision: m.revision,
+            kind: EventKind::from_code(m.kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("event kind {}", m.kind)))?,
+            state: decode_state(&m.state)?,
+            previous: m.previous.as_deref().map(decode_state).transpose()?,
+            commit_time_ms: m.commit_time_ms,
+        })
+    }
+}
+
+/// A change to commit: the event kind, the state before (if any) and the state after.
+struct Change {
+    kind: EventKind,
+    previous: Option<NumberState>,
+    next: NumberState,
+}
+
+/// Reads the current states of `numbers` inside `tx`, keyed by number.
+async fn read_states(
+    tx: &DatabaseTransaction,
+    numbers: &[E164],
+) -> Result<BTreeMap<String, NumberState>, StoreError> {
+    let mut states = BTreeMap::new();
+    for chunk in numbers.chunks(ROWS_PER_STATEMENT) {
+        let rows = number::Entity::find()
+            .filter(number::Column::Number.is_in(chunk.iter().map(E164::as_str)))
+            .all(tx)
+            .await?;
+        for row in rows {
+            states.insert(row.number.clone(), decode_state(&row.state)?);
+        }
+    }
+    Ok(states)
+}
+
+/// Takes revisions for `changes` from the carrier's counter and writes states and events.
+/// Returns the states as stored, in the order of `changes`.
+async fn commit_changes(
+    tx: &DatabaseTransaction,
+    carrier_id: &str,
+    changes: Vec<Change>,
+) -> Result<(Vec<NumberState>, i64), StoreError> {
+    let n = i64::try_from(changes.len()).map_err(|_| StoreError::Corrupt("batch size".into()))?;
+    let carrier = advance_revision(tx, carrier_id, n).await?;
+    if changes.is_empty() {
+        return Ok((Vec::new(), carrier.number_revision));
+    }
+    let first = carrier.number_revision - n + 1;
+    let commit_time_ms = now_ms();
+    let mut stored = Vec::with_capacity(changes.len());
+    let mut number_rows = Vec::with_capacity(changes.len());
+    let mut event_rows = Vec::with_capacity(changes.len());
+    for (revision, change) in (first..).zip(changes) {
+        let mut next = change.next;
+        next.revision = revision;
+        next.update_time_ms = commit_time_ms;
+        let state_json = encode_state(&next)?;
+        number_rows.push(number::ActiveModel {
+            number: Set(next.number.to_string()),
+            carrier_id: Set(next.carrier_id.to_string()),
+            tenant_id: Set(next.tenant_id.as_str().to_owned()),
+            status: Set(status_code(next.status)),
+            revision: Set(revision),
+            state: Set(state_json.clone()),
+        });
+        event_rows.push(number_event::ActiveModel {
+            carrier_id: Set(next.carrier_id.to_string()),
+            revision: Set(revision),
+            number: Set(next.number.to_string()),
+            tenant_id: Set(next.tenant_id.as_str().to_owned()),
+            kind: Set(change.kind.code()),
+            state: Set(state_json),
+            previous: Set(change.previous.as_ref().map(encode_state).transpose()?),
+            commit_time_ms: Set(commit_time_ms),
+        });
+        stored.push(next);
+    }
+    // The same number may change twice in one batch only if a request names it twice, which
+    // validation refuses; each chunk is still applied in order.
+    for chunk in chunked(number_rows) {
+        number::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::column(number::Column::Number)
+                    .update_columns([
+                        number::Column::CarrierId,
+                        number::Column::TenantId,
+                        number::Column::Status,
+                        number::Column::Revision,
+                        number::Column::State,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(tx)
+            .await?;
+    }
+    for chunk in chunked(event_rows) {
+        number_event::Entity::insert_many(chunk)
+            .exec_without_returning(tx)
+            .await?;
+    }
+    Ok((stored, carrier.number_revision))
+}
+
+fn chunked<T>(rows: Vec<T>) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut iter = rows.into_iter().peekable();
+    while iter.peek().is_some() {
+        out.push(iter.by_ref().take(ROWS_PER_STATEMENT).collect());
+    }
+    out
+}
+
+fn transition_error(number: &E164) -> impl Fn(TransitionError) -> StoreError + '_ {
+    move |error| StoreError::Transition {
+        number: number.to_string(),
+        error,
+    }
+}
+
+impl Store {
+    /// Provisions `numbers` of `carrier` to a tenant, all or none.
+    pub async fn provision_numbers(
+        &self,
+        carrier: &CarrierId,
+        numbers: &[E164],
+        request: &Provisioning,
+    ) -> Result<Vec<NumberState>, StoreError> {
+        let tx = self.begin_write().await?;
+        lock_carrier(&tx, carrier.as_str()).await?;
+        let current = read_states(&tx, numbers).await?;
+        let now = now_ms();
+        let mut changes = Vec::new();
+        let mut unchanged = BTreeMap::new();
+        for n in numbers {
+            let before = current.get(n.as_str());
+            match rules::provision(before, n, carrier, request, now).map_err(transition_error(n))? {
+                Some((kind, next)) => changes.push(Change {
+                    kind,
+                    previous: before.cloned(),
+                    next,
+                }),
+                None => {
+                    if let Some(state) = before {
+                        unchanged.insert(n.to_string(), state.clone());
+                    }
+                }
+            }
+        }
+        let (stored, revision) = commit_changes(&tx, carrier.as_str(), changes).await?;
+        tx.commit().await?;
+        self.feed.publish(carrier.as_str(), revision);
+        let mut by_number: BTreeMap<String, NumberState> = unchanged;
+        by_number.extend(stored.into_iter().map(|s| (s.number.to_string(), s)));
+        Ok(numbers
+            .iter()
+            .filter_map(|n| by_number.get(n.as_str()).cloned())
+            .collect())
+    }
+
+    /// The carrier that owns `number`, if the number exists.
+    pub async fn number_owner(&self, number: &E164) -> Result<Option<Carrier>, StoreError> {
+        let Some(row) = number::Entity::find_by_id(number.as_str())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.carrier(&row.carrier_id).await
+    }
+
+    /// Applies one transition to one existing number.
+    async fn change_number(
+        &self,
+        number: &E164,
+        transition: impl FnOnce(&NumberState) -> Result<Transition, TransitionError>,
+    ) -> Result<NumberState, StoreError> {
+        let not_found = || StoreError::NumberNotFound(number.to_string());
+        let owner = number::Entity::find_by_id(number.as_str())
+            .one(&self.db)
+            .await?
+            .ok_or_else(not_found)?
+            .carrier_id;
+        let tx = self.begin_write().await?;
+        lock_carrier(&tx, &owner).await?;
+        let current = read_states(&tx, std::slice::from_ref(number))
+            .await?
+            .remove(number.as_str())
+            .ok_or_else(not_found)?;
+        let Some((kind, next)) = transition(&current).map_err(transition_error(number))? else {
+            tx.commit().await?;
+            return Ok(current);
+        };
+        let change = Change {
+            kind,
+            previous: Some(current),
+            next,
+        };
+        let (mut stored, revision) = commit_changes(&tx, &owner, vec![change]).await?;
+        tx.commit().await?;
+        self.feed.publish(&owner, revision);
+        stored.pop().ok_or_else(not_found)
+    }
+
+    /// Assigns a number or changes its assignment.
+    pub async fn assign_number(
+        &self,
+        number: &E164,
+        assignment: Assignment,
+    ) -> Result<NumberState, StoreError> {
+        let now = now_ms();
+        self.change_number(number, |current| rules::assign(current, assignment, now))
+            .await
+    }
+
+    /// Unassigns an assigned number.
+    pub async fn unassign_number(&self, number: &E164) -> Result<NumberState, StoreError> {
+        let now = now_ms();
+        self.change_number(number, |current| rules::unassign(current, now))
+            .await
+    }
+
+    /// Releases numbers, all or none, possibly of several carriers.
+    pub async fn release_numbers(&self, numbers: &[E164]) -> Result<Vec<NumberState>, StoreError> {
+        let tx = self.begin_write().await?;
+        let current = read_states(&tx, numbers).await?;
+        if let Some(missing) = numbers.iter().find(|n| !current.contains_key(n.as_str())) {
+            return Err(StoreError::NumberNotFound(missing.to_string()));
+        }
+        // Lock carriers in id order so concurrent multi-carrier releases cannot deadlock.
+        let mut by_carrier: BTreeMap<String, Vec<&NumberState>> = BTreeMap::new();
+        for state in current.values() {
+            by_carrier
+                .entry(state.carrier_id.to_string())
+                .or_default()
+                .push(state);
+        }
+        for carrier_id in by_carrier.keys() {
+            lock_carrier(&tx, carrier_id).await?;
+        }
+        // Re-read under the locks: on PostgreSQL a writer may have committed in between.
+        let current = read_states(&tx, numbers).await?;
+        let now = now_ms();
+        let mut results: BTreeMap<String, NumberState> = BTreeMap::new();
+        let mut changes: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+        for state in current.values() {
+            match rules::release(state, now) {
+                Some((kind, next)) => changes
+                    .entry(state.carrier_id.to_string())
+                    .or_default()
+                    .push(Change {
+                        kind,
+                        previous: Some(state.clone()),
+                        next,
+                    }),
+                None => {
+                    results.insert(state.number.to_string(), state.clone());
+                }
+            }
+        }
+        let mut published = Vec::new();
+        for (carrier_id, carrier_changes) in changes {
+            let (stored, revision) = commit_changes(&tx, &carrier_id, carrier_changes).await?;
+            results.extend(stored.into_iter().map(|s| (s.number.to_string(), s)));
+            published.push((carrier_id, revision));
+        }
+        tx.commit().await?;
+        for (carrier_id, revision) in published {
+            self.feed.publish(&carrier_id, revision);
+        }
+        Ok(numbers
+            .iter()
+            .filter_map(|n| results.get(n.as_str()).cloned())
+            .collect())
+    }
+
+    /// One of `carrier`'s numbers.
+    pub async fn get_number(
+        &self,
+        carrier: &CarrierId,
+        number: &E164,
+    ) -> Result<Option<NumberState>, StoreError> {
+        number::Entity::find_by_id(number.as_str())
+            .filter(number::Column::CarrierId.eq(carrier.as_str()))
+            .one(&self.db)
+            .await?
+            .map(|row| decode_state(&row.state))
+            .transpose()
+    }
+
+    /// Up to `limit` of `carrier`'s numbers after `after`, with the revision they were read at.
+    pub async fn list_numbers(
+        &self,
+        carrier: &CarrierId,
+        filter: &NumberFilter,
+        after: Option<&E164>,
+        limit: u64,
+    ) -> Result<NumberPage, StoreError> {
+        let tx = self.begin_snapshot().await?;
+        let revision = carrier_revision(&tx, carrier.as_str()).await?;
+        let mut rows = numbers_query(carrier, filter, after)
+            .limit(limit + 1)
+            .all(&tx)
+            .await?;
+        tx.commit().await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let numbers = rows
+            .iter()
+            .map(|row| decode_state(&row.state))
+            .collect::<Result<_, _>>()?;
+        Ok(NumberPage {
+            numbers,
+            more,
+            revision,
+        })
+    }
+
+    /// Every number of `carrier` matching `filter`, read in one snapshot, with its revision.
+    pub async fn snapshot_numbers(
+        &self,
+        carrier: &CarrierId,
+        filter: &NumberFilter,
+    ) -> Result<(Vec<NumberState>, i64), StoreError> {
+        const PAGE: u64 = 1_000;
+        let tx = self.begin_snapshot().await?;
+        let revision = carrier_revision(&tx, carrier.as_str()).await?;
+        let mut numbers: Vec<NumberState> = Vec::new();
+        loop {
+            let after = numbers.last().map(|s| s.number.clone());
+            let rows = numbers_query(carrier, filter, after.as_ref())
+                .limit(PAGE)
+                .all(&tx)
+                .await?;
+            let done = (rows.len() as u64) < PAGE;
+            for row in rows {
+                numbers.push(decode_state(&row.state)?);
+            }
+            if done {
+                break;
+            }
+        }
+        tx.commit().await?;
+        Ok((numbers, revision))
+    }
+
+    /// Up to `limit` events of `carrier` with a revision greater than `after`, in order.
+    pub async fn number_events_after(
+        &self,
+        carrier: &CarrierId,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        number_event::Entity::find()
+            .filter(number_event::Column::CarrierId.eq(carrier.as_str()))
+            .filter(number_event::Column::Revision.gt(after))
+            .order_by_asc(number_event::Column::Revision)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(EventRecord::try_from)
+            .collect()
+    }
+
+    /// Purges number events committed before `cutoff_ms`, at most `batch` per transaction.
+    /// Returns how many were deleted.
+    pub async fn purge_number_events(&self, cutoff_ms: i64, batch: i64) -> Result<u64, StoreError> {
+        let carriers = carrier::Entity::find().all(&self.db).await?;
+        let mut deleted = 0;
+        for c in carriers {
+            loop {
+                let Some(newest_expired) = number_event::Entity::find()
+                    .filter(number_event::Column::CarrierId.eq(c.carrier_id.as_str()))
+                    .filter(number_event::Column::CommitTimeMs.lt(cutoff_ms))
+                    .order_by_desc(number_event::Column::Revision)
+                    .one(&self.db)
+                    .await?
+                else {
+                    break;
+                };
+                let tx = self.begin_write().await?;
+                let locked = lock_carrier(&tx, &c.carrier_id).await?;
+                let through = newest_expired
+                    .revision
+                    .min(locked.events_purged_through + batch);
+                let result = number_event::Entity::delete_many()
+                    .filter(number_event::Column::CarrierId.eq(c.carrier_id.as_str()))
+                    .filter(number_event::Column::Revision.lte(through))
+                    .exec(&tx)
+                    .await?;
+                carrier::Entity::update_many()
+                    .col_expr(
+                        carrier::Column::EventsPurgedThrough,
+                        sea_orm::prelude::Expr::value(through.max(locked.events_purged_through)),
+                    )
+                    .filter(carrier::Column::CarrierId.eq(c.carrier_id.as_str()))
+                    .exec(&tx)
+                    .await?;
+                tx.commit().await?;
+                deleted += result.rows_affected;
+                if through >= newest_expired.revision {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+async fn carrier_revision<C: ConnectionTrait>(tx: &C, id: &str) -> Result<i64, StoreError> {
+    carrier::Entity::find_by_id(id)
+        .one(tx)
+        .await?
+        .map(|c| c.number_revision)
+        .ok_or_else(|| StoreError::CarrierNotFound(id.to_owned()))
+}
+
+fn numbers_query(
+    carrier: &CarrierId,
+    filter: &NumberFilter,
+    after: Option<&E164>,
+) -> sea_orm::Select<number::Entity> {
+    let mut query = number::Entity::find()
+        .filter(number::Column::CarrierId.eq(carrier.as_str()))
+        .order_by_asc(number::Column::Number);
+    if let Some(tenant) = &filter.tenant_id {
+        query = query.filter(number::Column::TenantId.eq(tenant.as_str()));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(number::Column::Status.eq(status_code(status)));
+    }
+    if let Some(after) = after {
+        query = query.filter(number::Column::Number.gt(after.as_str()));
+    }
+    query
+}
