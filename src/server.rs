@@ -188,8 +188,12 @@ impl App {
             settings.clone(),
             streams_end.clone(),
         ));
-        let addr = listener.local_addr().ok();
-        tracing::info!(?addr, database = %redact(&settings.database_url), "serving");
+        match listener.local_addr() {
+            Ok(addr) => {
+                tracing::info!(database = %redact(&settings.database_url), "listening on {addr}")
+            }
+            Err(e) => tracing::warn!(error = %e, "listener has no local address"),
+        }
 
         let stopping = streams_end.clone();
         let grace = Duration::from_secs(settings.shutdown_grace_secs);

@@ -161,7 +161,7 @@ pub(crate) fn decode_page_token(token: &str, filters: &str) -> Result<Option<Str
             "is not a token from the previous page of this listing",
         )
     };
-    if token.len() % 2 != 0 || token.len() > 2048 {
+    if !token.len().is_multiple_of(2) || token.len() > 2048 {
         return Err(invalid());
     }
     let bytes = (0..token.len())

@@ -1,0 +1,265 @@
+//! `spawn_app()` and typed helpers, so each test reads as a few lines of intent.
+
+use std::time::Duration;
+
+use opconnect::config::{LogFormat, Settings};
+use opconnect::pb::v1 as pb;
+use opconnect::pb::v1::assignment_service_client::AssignmentServiceClient;
+use opconnect::pb::v1::platform_service_client::PlatformServiceClient;
+use opconnect::pki::{CertificateAuthority, Issued, Subject};
+use opconnect::server::App;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+pub const TRUST_DOMAIN: &str = "opconnect";
+pub const TENANT_A: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+pub const TENANT_B: &str = "0b6d3c5e-1f7a-4c33-9e3a-5d4b2a1c0f99";
+
+/// A running gateway and the PKI its clients use.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub ca: CertificateAuthority,
+    /// Holds the certificates and the database until the test ends.
+    _dir: tempfile::TempDir,
+    pub database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), opconnect::server::ServerError>>>,
+}
+
+/// Files of a fresh PKI in `dir`: CA and server certificate for localhost / 127.0.0.1.
+pub fn write_server_pki(dir: &std::path::Path) -> CertificateAuthority {
+    let ca = CertificateAuthority::generate("test CA").expect("CA");
+    let server = ca
+        .issue_server(&["localhost".into(), "127.0.0.1".into()])
+        .expect("server cert");
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("write");
+    std::fs::write(dir.join("server.pem"), &server.cert_pem).expect("write");
+    std::fs::write(dir.join("server.key"), &server.key_pem).expect("write");
+    ca
+}
+
+/// Settings for a test server in `dir` on an ephemeral port.
+pub fn test_settings(dir: &std::path::Path) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database_url: format!("sqlite://{}?mode=rwc", dir.join("opconnect.db").display()),
+        database_max_connections: 8,
+        tls_cert: dir.join("server.pem"),
+        tls_key: dir.join("server.key"),
+        client_ca: dir.join("ca.pem"),
+        trust_domain: TRUST_DOMAIN.into(),
+        metrics_listen: None,
+        log_format: LogFormat::Text,
+        shutdown_grace_secs: 5,
+        number_event_retention_days: 7,
+        purge_interval_secs: 3600,
+    }
+}
+
+/// Starts a gateway with a fresh PKI and database.
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write_server_pki(dir.path());
+    let settings = test_settings(dir.path());
+    let database_url = settings.database_url.clone();
+    let app = App::build(settings).await.expect("app builds");
+    let addr = app.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        ca,
+        _dir: dir,
+        database_url,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+/// Connects to `addr` presenting `client` (or no certificate), trusting `ca_pem`.
+pub async fn channel_to(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    client: Option<&Issued>,
+) -> Result<Channel, tonic::transport::Error> {
+    opconnect::server::install_crypto_provider();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some(c) = client {
+        tls = tls.identity(Identity::from_pem(&c.cert_pem, &c.key_pem));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("uri")
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+impl TestApp {
+    /// A channel presenting `client`.
+    pub async fn channel(&self, client: &Issued) -> Channel {
+        channel_to(self.addr, &self.ca.cert_pem(), Some(client))
+            .await
+            .expect("connect")
+    }
+
+    pub fn carrier_cert(&self, id: &str) -> Issued {
+        self.ca
+            .issue_client(&Subject::Carrier(id.into()), TRUST_DOMAIN)
+            .expect("carrier cert")
+    }
+
+    pub async fn platform(&self) -> PlatformServiceClient<Channel> {
+        let cert = self
+            .ca
+            .issue_client(&Subject::Platform("ops".into()), TRUST_DOMAIN)
+            .expect("platform cert");
+        PlatformServiceClient::new(self.channel(&cert).await)
+    }
+
+    pub async fn carrier(&self, id: &str) -> AssignmentServiceClient<Channel> {
+        AssignmentServiceClient::new(self.channel(&self.carrier_cert(id)).await)
+    }
+
+    /// Registers carrier `id` with SIP domain `sip.<id>.example`.
+    pub async fn create_carrier(&self, id: &str) {
+        self.platform()
+            .await
+            .create_carrier(pb::CreateCarrierRequest {
+                carrier_id: id.into(),
+                display_name: format!("{id} telecom"),
+                sip_domain: format!("sip.{id}.example"),
+            })
+            .await
+            .expect("create carrier");
+    }
+
+    /// Provisions `numbers` of `carrier` to `tenant`.
+    pub async fn provision(&self, carrier: &str, tenant: &str, numbers: &[&str]) {
+        self.platform()
+            .await
+            .provision_numbers(provision_request(carrier, tenant, numbers))
+            .await
+            .expect("provision");
+    }
+
+    /// Assigns `number` to `target` with the default SIP URI.
+    pub async fn assign(&self, number: &str, target: &str) -> pb::TelephoneNumber {
+        self.platform()
+            .await
+            .assign_number(assign_request(number, target))
+            .await
+            .expect("assign")
+            .into_inner()
+            .telephone_number
+            .expect("number")
+    }
+
+    /// Every number of `carrier`, with the revision of the first page.
+    pub async fn list_all(&self, carrier: &str) -> (Vec<pb::TelephoneNumber>, i64) {
+        let mut client = self.carrier(carrier).await;
+        let mut all = Vec::new();
+        let mut token = String::new();
+        let mut revision = None;
+        loop {
+            let page = client
+                .list_numbers(pb::ListNumbersRequest {
+                    page_size: 1000,
+                    page_token: token,
+                    ..Default::default()
+                })
+                .await
+                .expect("list")
+                .into_inner();
+            revision.get_or_insert(page.revision);
+            all.extend(page.numbers);
+            if page.next_page_token.is_empty() {
+                return (all, revision.unwrap_or_default());
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// Opens a second handle on the server's database (for retention tests).
+    pub async fn open_store(&self) -> opconnect::store::Store {
+        opconnect::store::Store::open(&opconnect::store::StoreOptions {
+            url: self.database_url.clone(),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("store")
+    }
+
+    /// Triggers shutdown and waits for the server to stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("server result");
+        }
+    }
+}
+
+pub fn provision_request(
+    carrier: &str,
+    tenant: &str,
+    numbers: &[&str],
+) -> pb::ProvisionNumbersRequest {
+    pb::ProvisionNumbersRequest {
+        carrier_id: carrier.into(),
+        tenant_id: tenant.into(),
+        numbers: numbers.iter().map(|n| (*n).to_owned()).collect(),
+        capabilities: vec![
+            pb::NumberCapability::InboundCalling as i32,
+            pb::NumberCapability::OutboundCalling as i32,
+        ],
+        iso_country_code: "US".into(),
+    }
+}
+
+pub fn assign_request(number: &str, target: &str) -> pb::AssignNumberRequest {
+    pb::AssignNumberRequest {
+        number: number.into(),
+        usage: pb::NumberUsage::CallingUser as i32,
+        assignment_target_id: target.into(),
+        ..Default::default()
+    }
+}
+
+/// The `ErrorInfo.reason` of a status.
+pub fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
+/// Asserts code and reason of an error.
+#[track_caller]
+pub fn assert_error(status: &Status, code: Code, expected_reason: &str) {
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    assert_eq!(
+        reason(status),
+        expected_reason,
+        "unexpected reason: {status:?}"
+    );
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.domain, "opconnect.v1");
+}
+
+/// The fields named by the status's `BadRequest`.
+pub fn bad_fields(status: &Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,9 @@
+//! Integration tests: a real gateway on 127.0.0.1 port 0, real mutual TLS with certificates
+//! made for each test, a real SQLite database in a temporary directory.
+
+mod helpers;
+
+mod identity;
+mod numbers;
+mod shutdown;
+mod watch;

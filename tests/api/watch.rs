@@ -1,0 +1,320 @@
+//! WatchNumbers: snapshot then live, resume, checkpoints, compaction and bounds.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use opconnect::pb::v1 as pb;
+use rand::Rng;
+use tonic::Code;
+use tonic::codec::Streaming;
+use tonic_types::StatusExt;
+
+use crate::helpers::*;
+
+const WRITERS: usize = 4;
+const NUMBERS_PER_WRITER: usize = 25;
+/// provision, assign, re-assign, unassign, release: 5 changes per number, 500 in all.
+const CHANGES: i64 = (WRITERS * NUMBERS_PER_WRITER * 5) as i64;
+
+/// Makes 5 changes to each of its 25 numbers through PlatformService.
+async fn writer(app: &TestApp, w: usize) {
+    let mut platform = app.platform().await;
+    for i in 0..NUMBERS_PER_WRITER {
+        let number = format!("+1425{w}{i:06}");
+        platform
+            .provision_numbers(provision_request("contoso", TENANT_A, &[&number]))
+            .await
+            .unwrap();
+        platform
+            .assign_number(assign_request(&number, "a"))
+            .await
+            .unwrap();
+        platform
+            .assign_number(assign_request(&number, "b"))
+            .await
+            .unwrap();
+        platform
+            .unassign_number(pb::UnassignNumberRequest {
+                number: number.clone(),
+            })
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            platform
+                .release_numbers(pb::ReleaseNumbersRequest {
+                    numbers: vec![number],
+                })
+                .await
+                .unwrap();
+        } else {
+            platform
+                .assign_number(assign_request(&number, "c"))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn run_writers(app: &TestApp) {
+    let writers: Vec<_> = (0..WRITERS).map(|w| writer(app, w)).collect();
+    futures::future::join_all(writers).await;
+}
+
+async fn open_watch(
+    app: &TestApp,
+    request: pb::WatchNumbersRequest,
+) -> Streaming<pb::WatchNumbersResponse> {
+    app.carrier("contoso")
+        .await
+        .watch_numbers(request)
+        .await
+        .expect("watch opens")
+        .into_inner()
+}
+
+async fn next(stream: &mut Streaming<pb::WatchNumbersResponse>) -> pb::WatchNumbersResponse {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("message within 20 s")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+/// With 4 concurrent writers making 500 changes while a watcher starts with a snapshot, the
+/// watcher's final view equals the database's and revisions after the snapshot have no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_then_live_converges_with_concurrent_writers() {
+    let app = spawn_app().await;
+    app.create_carrier("contoso").await;
+    let writers = run_writers(&app);
+    let watcher = async {
+        // Let some writes land first so the snapshot is not empty.
+        let mut view: BTreeMap<String, pb::TelephoneNumber> = BTreeMap::new();
+        let mut stream = open_watch(
+            &app,
+            pb::WatchNumbersRequest {
+                include_snapshot: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        let mut snapshot_revision = None;
+        let mut last = 0;
+        loop {
+            let msg = next(&mut stream).await;
+            for event in msg.events {
+                let number = event.number.clone().unwrap();
+                match snapshot_revision {
+                    None => assert_eq!(event.r#type, pb::NumberEventType::Snapshot as i32),
+                    Some(_) => {
+                        assert_eq!(event.revision, last + 1, "gapless, in order");
+                        last = event.revision;
+                    }
+                }
+                view.insert(number.number.clone(), number);
+            }
+            if let Some(cp) = msg.checkpoint
+                && cp.r#type == pb::WatchCheckpointType::SnapshotComplete as i32
+            {
+                snapshot_revision = Some(cp.revision);
+                last = cp.revision;
+            }
+            if last == CHANGES {
+                return (view, snapshot_revision);
+            }
+        }
+    };
+    let ((view, snapshot_revision), ()) = tokio::join!(watcher, writers);
+    assert!(snapshot_revision.is_some());
+    let (numbers, revision) = app.list_all("contoso").await;
+    assert_eq!(revision, CHANGES);
+    let db: BTreeMap<String, pb::TelephoneNumber> =
+        numbers.into_iter().map(|n| (n.number.clone(), n)).collect();
+    assert_eq!(view, db);
+}
+
+/// A watcher that disconnects at a random point and resumes from its last revision receives
+/// every change exactly once overall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_disconnect_delivers_every_change_once() {
+    let app = spawn_app().await;
+    app.create_carrier("contoso").await;
+    let writers = run_writers(&app);
+    let watcher = async {
+        let mut received: Vec<i64> = Vec::new();
+        let mut resume_from = 0;
+        let mut rng = rand::rng();
+        while resume_from < CHANGES {
+            let mut stream = open_watch(
+                &app,
+                pb::WatchNumbersRequest {
+                    start_revision: Some(resume_from),
+                    ..Default::default()
+                },
+            )
+            .await;
+            // Read a random number of messages, then hang up.
+            let budget = rng.random_range(1..6);
+            for _ in 0..budget {
+                let msg = next(&mut stream).await;
+                for event in &msg.events {
+                    received.push(event.revision);
+                    resume_from = resume_from.max(event.revision);
+                }
+                if let Some(cp) = msg.checkpoint {
+                    resume_from = resume_from.max(cp.revision);
+                }
+                if resume_from == CHANGES {
+                    break;
+                }
+            }
+            drop(stream);
+        }
+        received
+    };
+    let (received, ()) = tokio::join!(watcher, writers);
+    assert_eq!(received, (1..=CHANGES).collect::<Vec<_>>());
+}
+
+/// Without a snapshot, a watch sees changes from now on; a PROGRESS checkpoint comes while
+/// idle; a tenant filter drops other tenants' events but not checkpoints.
+#[tokio::test]
+async fn live_watch_with_filter_and_progress() {
+    let app = spawn_app().await;
+    app.create_carrier("contoso").await;
+    app.provision("contoso", TENANT_A, &["+14255550100"]).await;
+    let mut stream = open_watch(
+        &app,
+        pb::WatchNumbersRequest {
+            tenant_id: TENANT_B.into(),
+            progress_interval: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.provision("contoso", TENANT_A, &["+14255550101"]).await;
+    app.provision("contoso", TENANT_B, &["+12065550100"]).await;
+    let msg = next(&mut stream).await;
+    assert_eq!(msg.events.len(), 1);
+    assert_eq!(msg.events[0].revision, 3);
+    assert_eq!(
+        msg.events[0].r#type,
+        pb::NumberEventType::Provisioned as i32
+    );
+    assert_eq!(msg.events[0].number.as_ref().unwrap().tenant_id, TENANT_B);
+    let msg = next(&mut stream).await;
+    let cp = msg.checkpoint.expect("progress checkpoint");
+    assert_eq!(cp.r#type, pb::WatchCheckpointType::Progress as i32);
+    assert_eq!(cp.revision, 3);
+}
+
+/// Events carry the state before and after.
+#[tokio::test]
+async fn events_carry_previous_state() {
+    let app = spawn_app().await;
+    app.create_carrier("contoso").await;
+    app.provision("contoso", TENANT_A, &["+14255550100"]).await;
+    app.assign("+14255550100", "user-1").await;
+    let mut stream = open_watch(
+        &app,
+        pb::WatchNumbersRequest {
+            start_revision: Some(0),
+            ..Default::default()
+        },
+    )
+    .await;
+    let msg = next(&mut stream).await;
+    assert_eq!(msg.events.len(), 2);
+    assert!(msg.events[0].previous.is_none());
+    let assigned = &msg.events[1];
+    assert_eq!(assigned.r#type, pb::NumberEventType::Assigned as i32);
+    assert_eq!(
+        assigned.previous.as_ref().unwrap().status,
+        pb::NumberStatus::Provisioned as i32
+    );
+    assert_eq!(
+        assigned.number.as_ref().unwrap().assignment_target_id,
+        "user-1"
+    );
+}
+
+/// A start revision past the current one is OUT_OF_RANGE; one before the purged part of the
+/// log is FAILED_PRECONDITION REVISION_COMPACTED with the oldest and current revisions.
+#[tokio::test]
+async fn ahead_and_compacted_revisions() {
+    let app = spawn_app().await;
+    app.create_carrier("contoso").await;
+    app.provision("contoso", TENANT_A, &["+14255550100", "+14255550101"])
+        .await;
+    app.assign("+14255550100", "u").await;
+
+    let mut stream = open_watch(
+        &app,
+        pb::WatchNumbersRequest {
+            start_revision: Some(4),
+            ..Default::default()
+        },
+    )
+    .await;
+    let status = stream.message().await.unwrap_err();
+    assert_error(&status, Code::OutOfRange, "REVISION_AHEAD");
+
+    let store = app.open_store().await;
+    let deleted = store
+        .purge_number_events(opconnect::store::now_ms() + 1, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 3);
+    app.assign("+14255550101", "v").await;
+
+    let mut stream = open_watch(
+        &app,
+        pb::WatchNumbersRequest {
+            start_revision: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let status = stream.message().await.unwrap_err();
+    assert_error(&status, Code::FailedPrecondition, "REVISION_COMPACTED");
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(info.metadata["oldest_revision"], "4");
+    assert_eq!(info.metadata["current_revision"], "4");
+
+    // From the purge point on, the log is complete.
+    let mut stream = open_watch(
+        &app,
+        pb::WatchNumbersRequest {
+            start_revision: Some(3),
+            ..Default::default()
+        },
+    )
+    .await;
+    let msg = next(&mut stream).await;
+    assert_eq!(
+        msg.events.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        [4]
+    );
+}
+
+/// A snapshot cannot be combined with a start revision.
+#[tokio::test]
+async fn snapshot_and_start_revision_conflict() {
+    let app = spawn_app().await;
+    app.create_carrier("contoso").await;
+    let status = app
+        .carrier("contoso")
+        .await
+        .watch_numbers(pb::WatchNumbersRequest {
+            start_revision: Some(0),
+            include_snapshot: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_error(&status, Code::InvalidArgument, "INVALID_FIELD");
+    assert_eq!(bad_fields(&status), ["include_snapshot"]);
+}
