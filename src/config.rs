@@ -44,6 +44,10 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Number events older than this many days are purged.
     pub number_event_retention_days: u32,
+    /// Call records ingested more than this many days ago are purged.
+    pub call_record_retention_days: u32,
+    /// Quality records ingested more than this many days ago are purged.
+    pub quality_record_retention_days: u32,
     /// How often retention purges run, in seconds.
     pub purge_interval_secs: u64,
 }
@@ -62,6 +66,8 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             shutdown_grace_secs: 10,
             number_event_retention_days: 7,
+            call_record_retention_days: 30,
+            quality_record_retention_days: 30,
             purge_interval_secs: 3600,
         }
     }

@@ -14,6 +14,10 @@ pub struct CarrierSignal {
     pub revision: i64,
     /// Bumped whenever the carrier's status changes, so open streams re-check it.
     pub status_epoch: u64,
+    /// The newest committed call-record cursor published so far.
+    pub call_record_cursor: i64,
+    /// The newest committed quality-record cursor published so far.
+    pub quality_record_cursor: i64,
 }
 
 /// Per-carrier wake-ups; cheap to clone.
@@ -42,6 +46,22 @@ impl Feed {
             let newer = revision > signal.revision;
             if newer {
                 signal.revision = revision;
+            }
+            newer
+        });
+    }
+
+    /// Announces that `carrier`'s call-record (or quality-record) log now reaches `cursor`.
+    pub fn publish_records(&self, carrier: &str, quality: bool, cursor: i64) {
+        self.sender(carrier).send_if_modified(|signal| {
+            let slot = if quality {
+                &mut signal.quality_record_cursor
+            } else {
+                &mut signal.call_record_cursor
+            };
+            let newer = cursor > *slot;
+            if newer {
+                *slot = cursor;
             }
             newer
         });

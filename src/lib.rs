@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod feed;
 pub mod identity;
+pub mod metrics;
 pub mod pb;
 pub mod pki;
 pub mod server;

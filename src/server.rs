@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -15,11 +16,14 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::api::assignment::AssignmentApi;
 use crate::api::platform::PlatformApi;
+use crate::api::records::CallRecordApi;
 use crate::config::Settings;
 use crate::identity::IdentityLayer;
+use crate::metrics::StreamMetrics;
 use crate::pb::v1::assignment_service_server::AssignmentServiceServer;
+use crate::pb::v1::call_record_service_server::CallRecordServiceServer;
 use crate::pb::v1::platform_service_server::PlatformServiceServer;
-use crate::store::{Store, StoreOptions, now_ms};
+use crate::store::{LogKind, Store, StoreOptions, now_ms};
 
 /// Why the server could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +68,7 @@ pub struct App {
     tls: ServerTlsConfig,
     store: Store,
     settings: Settings,
+    metrics: Arc<StreamMetrics>,
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ServerError> {
@@ -144,7 +149,13 @@ impl App {
             tls,
             store,
             settings,
+            metrics: Arc::default(),
         })
+    }
+
+    /// The server's stream accounting (open streams, buffered bytes).
+    pub fn metrics(&self) -> Arc<StreamMetrics> {
+        self.metrics.clone()
     }
 
     /// The address the listener is bound to.
@@ -163,6 +174,7 @@ impl App {
             tls,
             store,
             settings,
+            metrics,
         } = self;
         let streams_end = CancellationToken::new();
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -171,6 +183,9 @@ impl App {
             .await;
         health
             .set_serving::<PlatformServiceServer<PlatformApi>>()
+            .await;
+        health
+            .set_serving::<CallRecordServiceServer<CallRecordApi>>()
             .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
@@ -204,6 +219,9 @@ impl App {
             health_on_stop
                 .set_not_serving::<AssignmentServiceServer<AssignmentApi>>()
                 .await;
+            health_on_stop
+                .set_not_serving::<CallRecordServiceServer<CallRecordApi>>()
+                .await;
             stopping.cancel();
         };
         let serve = Server::builder()
@@ -218,7 +236,15 @@ impl App {
                 store.clone(),
                 streams_end.clone(),
             )))
-            .add_service(PlatformServiceServer::new(PlatformApi::new(store.clone())))
+            .add_service(CallRecordServiceServer::new(CallRecordApi::new(
+                store.clone(),
+                streams_end.clone(),
+                metrics.clone(),
+            )))
+            .add_service(PlatformServiceServer::new(PlatformApi::new(
+                store.clone(),
+                metrics,
+            )))
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
         tokio::pin!(serve);
         let result = tokio::select! {
@@ -240,20 +266,49 @@ impl App {
 
 /// Runs retention purges every `purge_interval_secs` until `stop`.
 async fn purge_loop(store: Store, settings: Settings, stop: CancellationToken) {
+    const DAY_MS: i64 = 86_400_000;
     let interval = Duration::from_secs(settings.purge_interval_secs.max(1));
-    let retention_ms = i64::from(settings.number_event_retention_days) * 86_400_000;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        match store
-            .purge_number_events(now_ms() - retention_ms, 10_000)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "purged number events past retention"),
-            Err(e) => tracing::warn!(error = %e, "number-event purge failed; retrying later"),
+        let now = now_ms();
+        let days = |d: u32| now - i64::from(d) * DAY_MS;
+        let results = [
+            (
+                "number events",
+                store
+                    .purge_number_events(days(settings.number_event_retention_days), 10_000)
+                    .await,
+            ),
+            (
+                "call records",
+                store
+                    .purge_records(
+                        LogKind::CallRecords,
+                        days(settings.call_record_retention_days),
+                        10_000,
+                    )
+                    .await,
+            ),
+            (
+                "quality records",
+                store
+                    .purge_records(
+                        LogKind::QualityRecords,
+                        days(settings.quality_record_retention_days),
+                        10_000,
+                    )
+                    .await,
+            ),
+        ];
+        for (what, result) in results {
+            match result {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "purged {what} past retention"),
+                Err(e) => tracing::warn!(error = %e, "purge of {what} failed; retrying later"),
+            }
         }
     }
 }

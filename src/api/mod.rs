@@ -10,7 +10,10 @@ use crate::store::{Store, StoreError};
 
 pub mod assignment;
 mod convert;
+mod ingest;
 pub mod platform;
+pub mod records;
+pub(crate) mod records_convert;
 
 impl From<Vec<Violation>> for ApiError {
     fn from(violations: Vec<Violation>) -> Self {

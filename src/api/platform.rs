@@ -1,9 +1,12 @@
 //! `PlatformService`: the platform registers carriers and reports what happens to numbers.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
+use super::ingest::{Parsed, ingest_stream, parse_carrier_record};
+use super::records_convert::{call_record_from_pb, quality_record_from_pb};
 use super::{Authorizer, decode_page_token, encode_page_token, page_size};
 use crate::domain::Violations;
 use crate::domain::carrier::CarrierStatus;
@@ -13,6 +16,7 @@ use crate::domain::ids::{
 };
 use crate::domain::number::{Assignment, Capability, NumberUsage, Provisioning};
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::StreamMetrics;
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_server::PlatformService;
 use crate::store::{Store, StoreError};
@@ -25,14 +29,16 @@ const MAX_BATCH: usize = 1_000;
 pub struct PlatformApi {
     store: Store,
     auth: Authorizer,
+    metrics: Arc<StreamMetrics>,
 }
 
 impl PlatformApi {
-    /// The service over `store`.
-    pub fn new(store: Store) -> Self {
+    /// The service over `store`, counting ingestion in `metrics`.
+    pub fn new(store: Store, metrics: Arc<StreamMetrics>) -> Self {
         Self {
             auth: Authorizer::new(store.clone()),
             store,
+            metrics,
         }
     }
 }
@@ -307,6 +313,74 @@ impl PlatformService for PlatformApi {
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::ReleaseNumbersResponse {
             numbers: stored.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn ingest_call_records(
+        &self,
+        request: Request<Streaming<pb::IngestCallRecordsRequest>>,
+    ) -> Result<Response<pb::IngestCallRecordsResponse>, Status> {
+        self.auth.platform(&request)?;
+        let summary = ingest_stream(
+            &self.store,
+            &self.metrics,
+            request.into_inner(),
+            |message: pb::IngestCallRecordsRequest| {
+                message
+                    .records
+                    .into_iter()
+                    .map(|r| Parsed {
+                        call_id: r
+                            .record
+                            .as_ref()
+                            .map(|x| x.call_id.clone())
+                            .unwrap_or_default(),
+                        result: parse_carrier_record(
+                            &r.carrier_id,
+                            r.record.as_ref(),
+                            call_record_from_pb,
+                        ),
+                    })
+                    .collect()
+            },
+        )
+        .await?;
+        Ok(Response::new(pb::IngestCallRecordsResponse {
+            summary: Some(summary),
+        }))
+    }
+
+    async fn ingest_quality_records(
+        &self,
+        request: Request<Streaming<pb::IngestQualityRecordsRequest>>,
+    ) -> Result<Response<pb::IngestQualityRecordsResponse>, Status> {
+        self.auth.platform(&request)?;
+        let summary = ingest_stream(
+            &self.store,
+            &self.metrics,
+            request.into_inner(),
+            |message: pb::IngestQualityRecordsRequest| {
+                message
+                    .records
+                    .into_iter()
+                    .map(|r| Parsed {
+                        call_id: r
+                            .record
+                            .as_ref()
+                            .map(|x| x.call_id.clone())
+                            .unwrap_or_default(),
+                        result: parse_carrier_record(
+                            &r.carrier_id,
+                            r.record.as_ref(),
+                            quality_record_from_pb,
+                        ),
+                    })
+                    .collect()
+            },
+        )
+        .await?;
+        Ok(Response::new(pb::IngestQualityRecordsResponse {
+            summary: Some(summary),
         }))
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod certs;
+pub mod import;
 pub mod serve;
 
 use clap::{Parser, Subcommand};

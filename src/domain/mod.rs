@@ -3,6 +3,8 @@
 pub mod carrier;
 pub mod ids;
 pub mod number;
+pub mod quality;
+pub mod records;
 
 /// A field that failed validation: the field's path in the request and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

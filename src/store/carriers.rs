@@ -54,6 +54,10 @@ impl Store {
             create_time_ms: Set(now_ms()),
             number_revision: Set(0),
             events_purged_through: Set(0),
+            call_record_cursor: Set(0),
+            call_records_purged_through: Set(0),
+            quality_record_cursor: Set(0),
+            quality_records_purged_through: Set(0),
         };
         let stored = carrier::Entity::insert(model)
             .exec_with_returning(&tx)

@@ -16,8 +16,10 @@ mod carriers;
 mod entities;
 pub mod migration;
 mod numbers;
+mod records;
 
 pub use numbers::{EventRecord, NumberFilter, NumberPage};
+pub use records::{IngestOutcome, LogBounds, LogKind, LogRecord, RecordFilter, RecordPage};
 
 /// Advisory-lock key taken while migrating on PostgreSQL, so instances starting together do
 /// not race (ASCII "opcnmigr").

@@ -5,6 +5,7 @@ use std::time::Duration;
 use opconnect::config::{LogFormat, Settings};
 use opconnect::pb::v1 as pb;
 use opconnect::pb::v1::assignment_service_client::AssignmentServiceClient;
+use opconnect::pb::v1::call_record_service_client::CallRecordServiceClient;
 use opconnect::pb::v1::platform_service_client::PlatformServiceClient;
 use opconnect::pki::{CertificateAuthority, Issued, Subject};
 use opconnect::server::App;
@@ -25,6 +26,8 @@ pub struct TestApp {
     /// Holds the certificates and the database until the test ends.
     _dir: tempfile::TempDir,
     pub database_url: String,
+    /// The server's stream accounting.
+    pub metrics: std::sync::Arc<opconnect::metrics::StreamMetrics>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), opconnect::server::ServerError>>>,
 }
@@ -55,6 +58,8 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         log_format: LogFormat::Text,
         shutdown_grace_secs: 5,
         number_event_retention_days: 7,
+        call_record_retention_days: 30,
+        quality_record_retention_days: 30,
         purge_interval_secs: 3600,
     }
 }
@@ -67,6 +72,7 @@ pub async fn spawn_app() -> TestApp {
     let database_url = settings.database_url.clone();
     let app = App::build(settings).await.expect("app builds");
     let addr = app.local_addr().expect("addr");
+    let metrics = app.metrics();
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -76,6 +82,7 @@ pub async fn spawn_app() -> TestApp {
         ca,
         _dir: dir,
         database_url,
+        metrics,
         shutdown: Some(tx),
         handle: Some(handle),
     }
@@ -126,6 +133,49 @@ impl TestApp {
 
     pub async fn carrier(&self, id: &str) -> AssignmentServiceClient<Channel> {
         AssignmentServiceClient::new(self.channel(&self.carrier_cert(id)).await)
+    }
+
+    pub async fn records(&self, id: &str) -> CallRecordServiceClient<Channel> {
+        CallRecordServiceClient::new(self.channel(&self.carrier_cert(id)).await)
+    }
+
+    /// Ingests call records in messages of `per_message`, returning the summary.
+    pub async fn ingest_calls(
+        &self,
+        records: Vec<pb::CarrierCallRecord>,
+        per_message: usize,
+    ) -> pb::IngestionSummary {
+        let messages: Vec<pb::IngestCallRecordsRequest> = records
+            .chunks(per_message)
+            .map(|c| pb::IngestCallRecordsRequest {
+                records: c.to_vec(),
+            })
+            .collect();
+        self.platform()
+            .await
+            .ingest_call_records(tokio_stream::iter(messages))
+            .await
+            .expect("ingest")
+            .into_inner()
+            .summary
+            .expect("summary")
+    }
+
+    /// Ingests quality records in one message.
+    pub async fn ingest_quality(
+        &self,
+        records: Vec<pb::CarrierQualityRecord>,
+    ) -> pb::IngestionSummary {
+        self.platform()
+            .await
+            .ingest_quality_records(tokio_stream::iter(vec![pb::IngestQualityRecordsRequest {
+                records,
+            }]))
+            .await
+            .expect("ingest")
+            .into_inner()
+            .summary
+            .expect("summary")
     }
 
     /// Registers carrier `id` with SIP domain `sip.<id>.example`.
@@ -262,4 +312,58 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
         .get_details_bad_request()
         .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
+}
+
+/// 2026-11-01T00:00:00Z in Unix seconds: the start of test calls.
+pub const BASE_SECONDS: i64 = 1_793_491_200;
+
+pub fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+/// A valid, successful 60-second call, the `i`th of the test, for `tenant`.
+pub fn call_record(i: i64, tenant: &str) -> pb::CallRecord {
+    let start = BASE_SECONDS + i * 10;
+    pb::CallRecord {
+        call_id: format!("call-{i:08}"),
+        correlation_id: format!("corr-{i}"),
+        tenant_id: tenant.into(),
+        call_type: "oc_out".into(),
+        direction: pb::CallDirection::Outbound as i32,
+        caller_number: "+14255550100".into(),
+        callee_number: format!("+1206555{:04}", i % 10_000),
+        start_time: ts(start),
+        invite_time: ts(start),
+        end_time: ts(start + 60),
+        duration: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+        successful: true,
+        final_sip_code: 200,
+        final_sip_phrase: "OK".into(),
+        trunk_fqdn: "sbc1.contoso.example".into(),
+        ..Default::default()
+    }
+}
+
+pub fn for_carrier(carrier: &str, record: pb::CallRecord) -> pb::CarrierCallRecord {
+    pb::CarrierCallRecord {
+        carrier_id: carrier.into(),
+        record: Some(record),
+    }
+}
+
+/// Call records `range` of `carrier`, all for tenant A.
+pub fn call_records(carrier: &str, range: std::ops::Range<i64>) -> Vec<pb::CarrierCallRecord> {
+    range
+        .map(|i| for_carrier(carrier, call_record(i, TENANT_A)))
+        .collect()
+}
+
+pub fn stream_options(after_cursor: Option<i64>) -> pb::RecordStreamOptions {
+    pb::RecordStreamOptions {
+        after_cursor,
+        ..Default::default()
+    }
 }

@@ -5,5 +5,6 @@ mod helpers;
 
 mod identity;
 mod numbers;
+mod records;
 mod shutdown;
 mod watch;

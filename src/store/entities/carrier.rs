@@ -18,6 +18,14 @@ pub struct Model {
     pub number_revision: i64,
     /// Every event with a revision up to this one has been purged by retention.
     pub events_purged_through: i64,
+    /// Cursor of the carrier's newest call record; taken like `number_revision`.
+    pub call_record_cursor: i64,
+    /// Every call record up to this cursor has been purged.
+    pub call_records_purged_through: i64,
+    /// Cursor of the carrier's newest quality record.
+    pub quality_record_cursor: i64,
+    /// Every quality record up to this cursor has been purged.
+    pub quality_records_purged_through: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

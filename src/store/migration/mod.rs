@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_create_carriers;
 mod m20261127_000002_create_numbers;
+mod m20261127_000003_create_record_logs;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_create_carriers::Migration),
             Box::new(m20261127_000002_create_numbers::Migration),
+            Box::new(m20261127_000003_create_record_logs::Migration),
         ]
     }
 }

@@ -1,0 +1,24 @@
+//! One entry of a carrier's call-record log. `record` holds the domain record as JSON.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "call_records")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub carrier_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub cursor: i64,
+    /// Unique across carriers: ingestion is idempotent on it.
+    pub call_id: String,
+    pub tenant_id: String,
+    pub start_time_ms: i64,
+    /// Retention counts from ingestion, like a message log.
+    pub ingest_time_ms: i64,
+    pub record: String,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
