@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/opconnect/v1/platform_service.proto",
         "proto/opconnect/v1/records.proto",
         "proto/opconnect/v1/call_record_service.proto",
+        "proto/opconnect/v1/call_duration_service.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -39,12 +39,11 @@ impl StreamMetrics {
         self.records_ingested.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn stream_opened(&self) {
+    /// Counts a stream as open until the returned guard is dropped, however the stream ends
+    /// (a finished handler, an error, or hyper dropping the handler when the connection dies).
+    pub(crate) fn open_stream(self: &std::sync::Arc<Self>) -> OpenStream {
         self.open_streams.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn stream_closed(&self) {
-        self.open_streams.fetch_sub(1, Ordering::Relaxed);
+        OpenStream(self.clone())
     }
 
     pub(crate) fn buffered(&self, bytes: i64) {
@@ -59,5 +58,15 @@ impl StreamMetrics {
 
     pub(crate) fn ingested(&self, records: u64) {
         self.records_ingested.fetch_add(records, Ordering::Relaxed);
+    }
+}
+
+/// Keeps one stream counted in [`StreamMetrics::open_streams`] while alive.
+#[derive(Debug)]
+pub(crate) struct OpenStream(std::sync::Arc<StreamMetrics>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
     }
 }

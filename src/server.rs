@@ -15,12 +15,14 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::api::assignment::AssignmentApi;
+use crate::api::durations::CallDurationApi;
 use crate::api::platform::PlatformApi;
 use crate::api::records::CallRecordApi;
 use crate::config::Settings;
 use crate::identity::IdentityLayer;
 use crate::metrics::StreamMetrics;
 use crate::pb::v1::assignment_service_server::AssignmentServiceServer;
+use crate::pb::v1::call_duration_service_server::CallDurationServiceServer;
 use crate::pb::v1::call_record_service_server::CallRecordServiceServer;
 use crate::pb::v1::platform_service_server::PlatformServiceServer;
 use crate::store::{LogKind, Store, StoreOptions, now_ms};
@@ -187,6 +189,9 @@ impl App {
         health
             .set_serving::<CallRecordServiceServer<CallRecordApi>>()
             .await;
+        health
+            .set_serving::<CallDurationServiceServer<CallDurationApi>>()
+            .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -241,9 +246,15 @@ impl App {
                 streams_end.clone(),
                 metrics.clone(),
             )))
+            .add_service(CallDurationServiceServer::new(CallDurationApi::new(
+                store.clone(),
+                streams_end.clone(),
+                metrics.clone(),
+            )))
             .add_service(PlatformServiceServer::new(PlatformApi::new(
                 store.clone(),
                 metrics,
+                streams_end.clone(),
             )))
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
         tokio::pin!(serve);

@@ -1,22 +1,22 @@
-//! Client-streaming ingestion shared by call and quality records: validate record by record,
-//! commit valid records in batches while the stream runs, summarise.
+//! Client-streaming ingestion shared by call records, quality records and call durations:
+//! validate record by record, commit valid records in batches while the stream runs, tally.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::domain::Violation;
+use crate::domain::durations::{CallDurationReport, Rejection, RejectionKind, Tally};
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
 use crate::metrics::StreamMetrics;
 use crate::pb::v1 as pb;
-use crate::store::{IngestOutcome, LogRecord, Store};
+use crate::store::{IngestOutcome, LogRecord, Store, StoreError};
 
 /// Valid records are committed once this many are pending (each commit costs a few ms).
 const COMMIT_EVERY: usize = 2_000;
-/// Rejections listed in a summary; all are counted.
-pub(crate) const MAX_LISTED_REJECTIONS: usize = 1_000;
 
 /// One record of a stream after validation.
 pub(crate) struct Parsed<T> {
@@ -26,33 +26,34 @@ pub(crate) struct Parsed<T> {
     pub result: Result<(CarrierId, T), Vec<Violation>>,
 }
 
-/// Running totals of one ingestion stream.
-#[derive(Default)]
-pub(crate) struct Summary(pb::IngestionSummary);
+/// Where validated records go.
+pub(crate) trait Sink<T>: Sync {
+    /// Stores a batch; one outcome per record, in order.
+    fn store(
+        &self,
+        batch: &[(CarrierId, T)],
+    ) -> impl Future<Output = Result<Vec<IngestOutcome>, StoreError>> + Send;
+}
 
-impl Summary {
-    pub(crate) fn reject(
-        &mut self,
-        index: i64,
-        call_id: &str,
-        field: &str,
-        reason: pb::RejectionReason,
-        description: &str,
-    ) {
-        self.0.rejected += 1;
-        if self.0.rejections.len() < MAX_LISTED_REJECTIONS {
-            self.0.rejections.push(pb::RecordRejection {
-                index,
-                call_id: call_id.to_owned(),
-                field: field.to_owned(),
-                reason: reason as i32,
-                description: description.to_owned(),
-            });
-        }
+impl<T: LogRecord> Sink<T> for Store {
+    async fn store(&self, batch: &[(CarrierId, T)]) -> Result<Vec<IngestOutcome>, StoreError> {
+        self.ingest(batch).await
     }
+}
 
-    pub(crate) fn into_inner(self) -> pb::IngestionSummary {
-        self.0
+/// Durations of the one authenticated carrier that uploads them.
+pub(crate) struct DurationSink<'a> {
+    pub store: &'a Store,
+    pub carrier: &'a CarrierId,
+}
+
+impl Sink<CallDurationReport> for DurationSink<'_> {
+    async fn store(
+        &self,
+        batch: &[(CarrierId, CallDurationReport)],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let records: Vec<CallDurationReport> = batch.iter().map(|(_, r)| r.clone()).collect();
+        self.store.report_durations(self.carrier, &records).await
     }
 }
 
@@ -62,64 +63,83 @@ struct Pending<T> {
     origins: Vec<(i64, String)>,
 }
 
-impl<T> Pending<T> {
-    fn len(&self) -> usize {
-        self.records.len()
-    }
-}
-
-/// Commits pending valid records and records their outcomes in the summary.
-async fn commit<T: LogRecord>(
-    store: &Store,
+/// Commits pending valid records and tallies their outcomes.
+async fn commit<T, K: Sink<T>>(
+    sink: &K,
     metrics: &StreamMetrics,
     pending: &mut Pending<T>,
-    summary: &mut Summary,
+    tally: &mut Tally,
 ) -> Result<(), ApiError> {
     if pending.records.is_empty() {
         return Ok(());
     }
-    let outcomes = store.ingest(&pending.records).await?;
-    let accepted_before = summary.0.accepted;
-    for ((index, call_id), outcome) in pending.origins.iter().zip(outcomes) {
-        match outcome {
-            IngestOutcome::Accepted => summary.0.accepted += 1,
-            IngestOutcome::Duplicate => summary.0.duplicates += 1,
-            IngestOutcome::Conflict => summary.reject(
-                *index,
-                call_id,
+    let outcomes = sink.store(&pending.records).await?;
+    let accepted_before = tally.accepted;
+    for ((index, call_id), outcome) in pending.origins.drain(..).zip(outcomes) {
+        let (kind, field, description) = match outcome {
+            IngestOutcome::Accepted => {
+                tally.accepted += 1;
+                continue;
+            }
+            IngestOutcome::Duplicate => {
+                tally.duplicates += 1;
+                continue;
+            }
+            IngestOutcome::Conflict => (
+                RejectionKind::Conflict,
                 "",
-                pb::RejectionReason::Conflict,
                 "a different record is stored under this key; the stored record is kept",
             ),
-            IngestOutcome::CarrierUnknown => summary.reject(
-                *index,
-                call_id,
+            IngestOutcome::CarrierUnknown => (
+                RejectionKind::CarrierUnknown,
                 "carrier_id",
-                pb::RejectionReason::CarrierUnknown,
                 "no carrier with this id is registered",
             ),
-        }
+        };
+        tally.reject(Rejection {
+            index,
+            call_id,
+            field: field.to_owned(),
+            kind,
+            description: description.to_owned(),
+        });
     }
-    metrics.ingested(u64::try_from(summary.0.accepted - accepted_before).unwrap_or(0));
+    metrics.ingested(u64::try_from(tally.accepted - accepted_before).unwrap_or(0));
     pending.records.clear();
-    pending.origins.clear();
     Ok(())
 }
 
 /// Reads a client stream of batches, validating each record with `parse`, committing valid
-/// ones every [`COMMIT_EVERY`] records and at the end. A broken stream still commits what it
-/// received; the client's retry of the whole stream then finds those records as duplicates.
-pub(crate) async fn ingest_stream<M, T, S>(
-    store: &Store,
+/// ones every [`COMMIT_EVERY`] records and at the end. When the connection breaks, hyper drops
+/// this future: what was committed stays, the records since the last commit were never
+/// acknowledged and are not stored, and the client's retry of the whole stream converges
+/// (committed records count as duplicates). A stream that ends with an error status commits
+/// what it received first.
+pub(crate) async fn ingest_stream<M, T, S, K>(
+    sink: &K,
     metrics: &Arc<StreamMetrics>,
-    mut stream: S,
+    stream: S,
     parse: impl Fn(M) -> Vec<Parsed<T>>,
-) -> Result<pb::IngestionSummary, Status>
+) -> Result<Tally, Status>
 where
     S: Stream<Item = Result<M, Status>> + Unpin,
-    T: LogRecord,
+    K: Sink<T>,
 {
-    let mut summary = Summary::default();
+    let _open = metrics.open_stream();
+    ingest_counted(sink, metrics, stream, parse).await
+}
+
+async fn ingest_counted<M, T, S, K>(
+    sink: &K,
+    metrics: &StreamMetrics,
+    mut stream: S,
+    parse: impl Fn(M) -> Vec<Parsed<T>>,
+) -> Result<Tally, Status>
+where
+    S: Stream<Item = Result<M, Status>> + Unpin,
+    K: Sink<T>,
+{
+    let mut tally = Tally::default();
     let mut pending = Pending {
         records: Vec::new(),
         origins: Vec::new(),
@@ -129,47 +149,94 @@ where
         let message = match message {
             Ok(m) => m,
             Err(status) => {
-                // The client went away mid-stream: keep what arrived intact, then stop.
-                commit(store, metrics, &mut pending, &mut summary).await?;
-                tracing::info!(received = summary.0.received, error = %status, "ingestion stream broke");
+                commit(sink, metrics, &mut pending, &mut tally).await?;
+                tracing::info!(received = tally.received, error = %status, "ingestion stream broke");
                 return Err(status);
             }
         };
         for parsed in parse(message) {
-            summary.0.received += 1;
+            tally.received += 1;
             match parsed.result {
                 Ok(record) => {
                     pending.records.push(record);
                     pending.origins.push((index, parsed.call_id));
                 }
                 Err(violations) => {
-                    for v in violations.iter().take(1) {
-                        summary.reject(
+                    let more = violations.len().saturating_sub(1);
+                    if let Some(v) = violations.into_iter().next() {
+                        let description = if more > 0 {
+                            format!("{} (and {more} more problems)", v.description)
+                        } else {
+                            v.description
+                        };
+                        tally.reject(Rejection {
                             index,
-                            &parsed.call_id,
-                            &v.field,
-                            pb::RejectionReason::InvalidField,
-                            &v.description,
-                        );
+                            call_id: parsed.call_id,
+                            field: v.field,
+                            kind: RejectionKind::InvalidField,
+                            description,
+                        });
                     }
                 }
             }
             index += 1;
         }
-        if pending.len() >= COMMIT_EVERY {
-            commit(store, metrics, &mut pending, &mut summary).await?;
+        if pending.records.len() >= COMMIT_EVERY {
+            commit(sink, metrics, &mut pending, &mut tally).await?;
         }
     }
-    commit(store, metrics, &mut pending, &mut summary).await?;
-    let summary = summary.into_inner();
+    commit(sink, metrics, &mut pending, &mut tally).await?;
+    tally.settle();
     tracing::info!(
-        received = summary.received,
-        accepted = summary.accepted,
-        duplicates = summary.duplicates,
-        rejected = summary.rejected,
+        received = tally.received,
+        accepted = tally.accepted,
+        duplicates = tally.duplicates,
+        rejected = tally.rejected,
         "ingestion finished"
     );
-    Ok(summary)
+    Ok(tally)
+}
+
+fn rejection_to_pb(r: &Rejection) -> pb::RecordRejection {
+    pb::RecordRejection {
+        index: r.index,
+        call_id: r.call_id.clone(),
+        field: r.field.clone(),
+        reason: match r.kind {
+            RejectionKind::InvalidField => pb::RejectionReason::InvalidField,
+            RejectionKind::Conflict => pb::RejectionReason::Conflict,
+            RejectionKind::CarrierUnknown => pb::RejectionReason::CarrierUnknown,
+        } as i32,
+        description: r.description.clone(),
+    }
+}
+
+/// A tally as the ingestion summary of PlatformService.
+pub(crate) fn ingestion_summary(t: &Tally) -> pb::IngestionSummary {
+    pb::IngestionSummary {
+        received: t.received,
+        accepted: t.accepted,
+        duplicates: t.duplicates,
+        rejected: t.rejected,
+        rejections: t.rejections.iter().map(rejection_to_pb).collect(),
+    }
+}
+
+/// A tally as the upload summary of CallDurationService.
+pub(crate) fn upload_summary(
+    upload_id: &str,
+    t: &Tally,
+    complete_time_ms: i64,
+) -> pb::UploadSummary {
+    pb::UploadSummary {
+        upload_id: upload_id.to_owned(),
+        received: t.received,
+        accepted: t.accepted,
+        duplicates: t.duplicates,
+        rejected: t.rejected,
+        rejections: t.rejections.iter().map(rejection_to_pb).collect(),
+        complete_time: Some(super::convert::timestamp(complete_time_ms)),
+    }
 }
 
 /// Validates the carrier id of an ingested record, prefixing record field names.

@@ -10,6 +10,7 @@ use crate::store::{Store, StoreError};
 
 pub mod assignment;
 mod convert;
+pub mod durations;
 mod ingest;
 pub mod platform;
 pub mod records;

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::ingest::{Parsed, ingest_stream, parse_carrier_record};
+use super::durations::{ReconPlan, discrepancy_stream, parse_classes, parse_recon, parse_window};
+use super::ingest::{Parsed, ingest_stream, ingestion_summary, parse_carrier_record};
+use super::records_convert::duration_from_ms;
 use super::records_convert::{call_record_from_pb, quality_record_from_pb};
 use super::{Authorizer, decode_page_token, encode_page_token, page_size};
 use crate::domain::Violations;
@@ -15,11 +17,14 @@ use crate::domain::ids::{
     parse_optional_opaque_id,
 };
 use crate::domain::number::{Assignment, Capability, NumberUsage, Provisioning};
+use crate::domain::reconcile::ReconClass;
+use crate::domain::usage::{DurationSource, Granularity, UsageAggregator, UsageFigure};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::StreamMetrics;
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_server::PlatformService;
 use crate::store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
 
 /// Most numbers one provisioning or release may name.
 const MAX_BATCH: usize = 1_000;
@@ -30,16 +35,112 @@ pub struct PlatformApi {
     store: Store,
     auth: Authorizer,
     metrics: Arc<StreamMetrics>,
+    /// Ends discrepancy streams at shutdown.
+    shutdown: CancellationToken,
 }
 
 impl PlatformApi {
     /// The service over `store`, counting ingestion in `metrics`.
-    pub fn new(store: Store, metrics: Arc<StreamMetrics>) -> Self {
+    pub fn new(store: Store, metrics: Arc<StreamMetrics>, shutdown: CancellationToken) -> Self {
         Self {
             auth: Authorizer::new(store.clone()),
             store,
             metrics,
+            shutdown,
         }
+    }
+}
+
+/// Longest usage window.
+const MAX_USAGE_DAYS: i64 = 366;
+/// Calls read per usage page.
+const USAGE_PAGE: u64 = 5_000;
+
+fn usage_figure_to_pb(f: &UsageFigure) -> pb::UsageFigure {
+    pb::UsageFigure {
+        number: f.number.clone(),
+        period_start: Some(super::convert::timestamp(f.period_start_ms)),
+        duration_source: match f.source {
+            DurationSource::Operator => pb::DurationSource::Operator,
+            DurationSource::Platform => pb::DurationSource::Platform,
+        } as i32,
+        calls: f.calls,
+        total_duration: Some(duration_from_ms(f.total_ms)),
+        minutes: f.minutes(),
+    }
+}
+
+impl PlatformApi {
+    async fn usage(
+        &self,
+        req: pb::GetUsageSummaryRequest,
+    ) -> ApiResult<pb::GetUsageSummaryResponse> {
+        let mut v = Violations::default();
+        let tenant = v.check("tenant_id", TenantId::parse(&req.tenant_id));
+        let window = parse_window(
+            &mut v,
+            "",
+            req.start_time.as_ref(),
+            req.end_time.as_ref(),
+            MAX_USAGE_DAYS,
+        );
+        let granularity = v.check(
+            "granularity",
+            match pb::UsageGranularity::try_from(req.granularity) {
+                Ok(pb::UsageGranularity::Unspecified | pb::UsageGranularity::Day) => {
+                    Ok(Granularity::Day)
+                }
+                Ok(pb::UsageGranularity::Month) => Ok(Granularity::Month),
+                Err(_) => Err("must be USAGE_GRANULARITY_DAY or USAGE_GRANULARITY_MONTH".into()),
+            },
+        );
+        let checked = v.finish();
+        let (Ok(()), Some(tenant), Some(window), Some(granularity)) =
+            (checked.clone(), tenant, window, granularity)
+        else {
+            return Err(checked.err().unwrap_or_default().into());
+        };
+        let mut aggregator = UsageAggregator::new(granularity);
+        let mut after = String::new();
+        loop {
+            let page = self
+                .store
+                .usage_page(&tenant, window, &after, USAGE_PAGE)
+                .await?;
+            for (_, call) in &page {
+                aggregator.add(call);
+            }
+            match page.last() {
+                Some((call_id, _)) if page.len() as u64 == USAGE_PAGE => after = call_id.clone(),
+                _ => break,
+            }
+        }
+        let figures = aggregator.finish();
+        Ok(pb::GetUsageSummaryResponse {
+            total_calls: figures.iter().map(|f| f.calls).sum(),
+            total_minutes: figures.iter().map(|f| f.total_ms).sum::<i64>() as f64 / 60_000.0,
+            figures: figures.iter().map(usage_figure_to_pb).collect(),
+        })
+    }
+
+    async fn reconciliation_target(
+        &self,
+        carrier_id: &str,
+        window: Option<&pb::ReconciliationWindow>,
+        classes: &[i32],
+    ) -> ApiResult<(CarrierId, ReconPlan, Vec<ReconClass>)> {
+        let mut v = Violations::default();
+        let carrier = v.check("carrier_id", CarrierId::parse(carrier_id));
+        let plan = parse_recon(&mut v, window);
+        let classes = parse_classes(&mut v, classes);
+        let checked = v.finish();
+        let (Ok(()), Some(carrier), Some(plan)) = (checked.clone(), carrier, plan) else {
+            return Err(checked.err().unwrap_or_default().into());
+        };
+        if self.store.carrier(carrier.as_str()).await?.is_none() {
+            return Err(StoreError::CarrierNotFound(carrier.to_string()).into());
+        }
+        Ok((carrier, plan, classes))
     }
 }
 
@@ -321,7 +422,7 @@ impl PlatformService for PlatformApi {
         request: Request<Streaming<pb::IngestCallRecordsRequest>>,
     ) -> Result<Response<pb::IngestCallRecordsResponse>, Status> {
         self.auth.platform(&request)?;
-        let summary = ingest_stream(
+        let tally = ingest_stream(
             &self.store,
             &self.metrics,
             request.into_inner(),
@@ -346,7 +447,7 @@ impl PlatformService for PlatformApi {
         )
         .await?;
         Ok(Response::new(pb::IngestCallRecordsResponse {
-            summary: Some(summary),
+            summary: Some(ingestion_summary(&tally)),
         }))
     }
 
@@ -355,7 +456,7 @@ impl PlatformService for PlatformApi {
         request: Request<Streaming<pb::IngestQualityRecordsRequest>>,
     ) -> Result<Response<pb::IngestQualityRecordsResponse>, Status> {
         self.auth.platform(&request)?;
-        let summary = ingest_stream(
+        let tally = ingest_stream(
             &self.store,
             &self.metrics,
             request.into_inner(),
@@ -380,7 +481,54 @@ impl PlatformService for PlatformApi {
         )
         .await?;
         Ok(Response::new(pb::IngestQualityRecordsResponse {
-            summary: Some(summary),
+            summary: Some(ingestion_summary(&tally)),
         }))
+    }
+
+    async fn get_usage_summary(
+        &self,
+        request: Request<pb::GetUsageSummaryRequest>,
+    ) -> Result<Response<pb::GetUsageSummaryResponse>, Status> {
+        self.auth.platform(&request)?;
+        Ok(Response::new(self.usage(request.into_inner()).await?))
+    }
+
+    async fn get_reconciliation_report(
+        &self,
+        request: Request<pb::GetReconciliationReportRequest>,
+    ) -> Result<Response<pb::GetReconciliationReportResponse>, Status> {
+        self.auth.platform(&request)?;
+        let req = request.into_inner();
+        let (carrier, plan, _) = self
+            .reconciliation_target(&req.carrier_id, req.window.as_ref(), &[])
+            .await?;
+        let report = super::durations::reconciliation_report(&self.store, &carrier, plan).await?;
+        Ok(Response::new(report))
+    }
+
+    type ListDiscrepanciesStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<pb::PlatformServiceListDiscrepanciesResponse, Status>>
+                + Send,
+        >,
+    >;
+
+    async fn list_discrepancies(
+        &self,
+        request: Request<pb::PlatformServiceListDiscrepanciesRequest>,
+    ) -> Result<Response<Self::ListDiscrepanciesStream>, Status> {
+        self.auth.platform(&request)?;
+        let req = request.into_inner();
+        let (carrier, plan, classes) = self
+            .reconciliation_target(&req.carrier_id, req.window.as_ref(), &req.classes)
+            .await?;
+        Ok(Response::new(discrepancy_stream(
+            self.store.clone(),
+            carrier,
+            plan,
+            classes,
+            self.shutdown.clone(),
+            |discrepancies| pb::PlatformServiceListDiscrepanciesResponse { discrepancies },
+        )))
     }
 }

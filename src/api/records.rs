@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::Authorizer;
-use super::records_convert::{call_record_to_pb, quality_record_to_pb};
+use super::records_convert::{call_record_to_pb, optional_time_ms, quality_record_to_pb};
 use crate::domain::Violations;
 use crate::domain::carrier::Carrier;
 use crate::domain::ids::TenantId;
@@ -88,18 +88,6 @@ fn ahead(cursor: i64, bounds: LogBounds) -> ApiError {
     }
 }
 
-fn time_ms(field: &str, t: &Option<prost_types::Timestamp>) -> Result<Option<i64>, String> {
-    let Some(t) = t else { return Ok(None) };
-    if !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(format!("{field}: nanos must be between 0 and 999,999,999"));
-    }
-    t.seconds
-        .checked_mul(1000)
-        .and_then(|ms| ms.checked_add(i64::from(t.nanos / 1_000_000)))
-        .map(Some)
-        .ok_or_else(|| format!("{field}: out of range"))
-}
-
 /// A stream request after validation.
 struct StreamPlan {
     after_cursor: Option<i64>,
@@ -116,10 +104,13 @@ fn plan_stream(options: Option<&pb::RecordStreamOptions>) -> ApiResult<StreamPla
         v.push("options.after_cursor", "must not be negative");
     }
     let from = v
-        .check("options.start_time", time_ms("start_time", &o.start_time))
+        .check(
+            "options.start_time",
+            optional_time_ms(o.start_time.as_ref()),
+        )
         .flatten();
     let before = v
-        .check("options.end_time", time_ms("end_time", &o.end_time))
+        .check("options.end_time", optional_time_ms(o.end_time.as_ref()))
         .flatten();
     if let (Some(f), Some(b)) = (from, before)
         && b <= f
@@ -379,7 +370,7 @@ impl CallRecordApi {
             sent_cursor: 0,
         };
         let metrics = self.metrics.clone();
-        metrics.stream_opened();
+        let open = metrics.open_stream();
         tokio::spawn(
             async move {
                 match producer.run().await {
@@ -393,7 +384,7 @@ impl CallRecordApi {
                         .await;
                     }
                 }
-                producer.metrics.stream_closed();
+                drop(open);
             }
             .instrument(tracing::Span::current()),
         );

@@ -9,6 +9,7 @@
 use prost_types::{Duration, Timestamp};
 
 use super::convert::timestamp;
+use crate::domain::durations::CallDurationReport;
 use crate::domain::ids::{E164, SipDomain, TenantId, parse_opaque_id, parse_optional_opaque_id};
 use crate::domain::quality;
 use crate::domain::records::{
@@ -134,6 +135,51 @@ pub(crate) fn call_record_from_pb(r: &pb::CallRecord) -> Result<CallRecord, Vec<
                 microsoft_subcode: r.microsoft_subcode,
                 media_bypass: r.media_bypass,
                 trunk_fqdn,
+            })
+        }
+        (checked, ..) => Err(checked.err().unwrap_or_default()),
+    }
+}
+
+/// Validates a carrier's wire call duration. Field names are relative to the record.
+pub(crate) fn call_duration_from_pb(
+    r: &pb::CallDuration,
+) -> Result<CallDurationReport, Vec<Violation>> {
+    let mut v = Violations::default();
+    let call_id = v
+        .check("call_id", parse_opaque_id(&r.call_id))
+        .unwrap_or_default();
+    let tenant_id = v.check("tenant_id", TenantId::parse(&r.tenant_id));
+    let direction = v.check("direction", call_direction_from_pb(r.direction));
+    let caller_number = v
+        .check("caller_number", parse_optional_number(&r.caller_number))
+        .flatten();
+    let callee_number = v.check("callee_number", E164::parse(&r.callee_number));
+    let start = v.check("start_time", required_time_ms(r.start_time.as_ref()));
+    let duration = v.check(
+        "duration",
+        r.duration
+            .as_ref()
+            .ok_or_else(|| "is required".to_owned())
+            .and_then(|d| call_duration_ms(Some(d))),
+    );
+    match (
+        v.finish(),
+        tenant_id,
+        direction,
+        callee_number,
+        start,
+        duration,
+    ) {
+        (Ok(()), Some(tenant_id), Some(direction), Some(callee_number), Some(start), Some(d)) => {
+            Ok(CallDurationReport {
+                call_id,
+                tenant_id,
+                direction,
+                caller_number,
+                callee_number,
+                start_time_ms: start,
+                duration_ms: d,
             })
         }
         (checked, ..) => Err(checked.err().unwrap_or_default()),
@@ -286,12 +332,12 @@ fn time_ms(ts: &Timestamp) -> Result<i64, String> {
 }
 
 /// A required wire timestamp as Unix milliseconds.
-fn required_time_ms(ts: Option<&Timestamp>) -> Result<i64, String> {
+pub(crate) fn required_time_ms(ts: Option<&Timestamp>) -> Result<i64, String> {
     ts.ok_or_else(|| "is required".to_owned()).and_then(time_ms)
 }
 
 /// An optional wire timestamp as Unix milliseconds.
-fn optional_time_ms(ts: Option<&Timestamp>) -> Result<Option<i64>, String> {
+pub(crate) fn optional_time_ms(ts: Option<&Timestamp>) -> Result<Option<i64>, String> {
     ts.map(time_ms).transpose()
 }
 
@@ -476,7 +522,7 @@ fn poor_reason_to_pb(reason: PoorReason) -> pb::PoorReason {
 }
 
 /// Milliseconds as a protobuf duration (seconds and nanos share the sign, as protobuf asks).
-fn duration_from_ms(ms: i64) -> Duration {
+pub(crate) fn duration_from_ms(ms: i64) -> Duration {
     Duration {
         seconds: ms / MILLIS_PER_SECOND,
         nanos: i32::try_from(ms % MILLIS_PER_SECOND * NANOS_PER_MILLI).unwrap_or(0),

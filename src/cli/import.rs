@@ -51,14 +51,14 @@ use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::task::{self, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
@@ -214,11 +214,17 @@ impl ImportReport {
         }
         if !s.rejections.is_empty() || s.rejected > 0 {
             writeln!(out, "rejected by the server:")?;
-            let lines = self.rejection_lines.iter().copied().chain(std::iter::repeat(None));
+            let lines = self
+                .rejection_lines
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(None));
             for (rejection, line) in s.rejections.iter().zip(lines).take(MAX_LISTED) {
                 write_rejection(out, rejection, line)?;
             }
-            let total = usize::try_from(s.rejected).unwrap_or(0).max(s.rejections.len());
+            let total = usize::try_from(s.rejected)
+                .unwrap_or(0)
+                .max(s.rejections.len());
             write_more(out, total)?;
         }
         Ok(())
@@ -278,9 +284,6 @@ fn rejection_lines(line_of: &[u64], rejections: &[pb::RecordRejection]) -> Vec<O
 
 // === the import pipeline ===
 
-/// The request stream handed to the RPC.
-type RequestStream<T> = Pin<Box<dyn Stream<Item = T> + Send>>;
-
 /// What the reader hands the request stream.
 enum Feed<T> {
     /// One request message.
@@ -315,7 +318,7 @@ enum First<P, R> {
 async fn import<K, F, Fut>(args: &ImportArgs, ingest: F) -> anyhow::Result<ImportReport>
 where
     K: RecordKind,
-    F: FnOnce(RequestStream<K::Request>) -> Fut,
+    F: FnOnce(Requests<K>) -> Fut,
     Fut: Future<Output = Result<Option<pb::IngestionSummary>, tonic::Status>>,
 {
     anyhow::ensure!(
@@ -347,13 +350,13 @@ where
             return Ok(report(produced, pb::IngestionSummary::default()));
         }
     };
-    let mut sent = 0_u64;
-    let bar = progress.0.clone();
-    let requests = request_stream(first, rx, move |batch| {
-        sent += K::records_in(batch) as u64;
-        bar.set_message(format!("{sent} records sent"));
-    });
-    let requests: RequestStream<K::Request> = Box::pin(requests);
+    let requests = Requests::<K> {
+        first: Some(first),
+        rx,
+        done: false,
+        sent: 0,
+        progress: progress.0.clone(),
+    };
     let mut call = std::pin::pin!(ingest(requests));
 
     let first = tokio::select! {
@@ -402,25 +405,56 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!(line)
 }
 
-/// The requests: `first`, then the batches of `rx` up to [`Feed::Done`]; `on_send` sees each.
-fn request_stream<T: Send + 'static>(
-    first: T,
-    rx: mpsc::Receiver<Feed<T>>,
-    mut on_send: impl FnMut(&T) + Send + 'static,
-) -> impl Stream<Item = T> + Send + 'static {
-    let rest = ReceiverStream::new(rx)
-        // A channel closed without `Done` means the reader failed: the stream must not end
-        // cleanly then, or the server would take a truncated file for a whole one. It stays
-        // open until the caller drops the call, which cancels it.
-        .chain(tokio_stream::pending())
-        .map_while(|feed| match feed {
-            Feed::Batch(batch) => Some(batch),
-            Feed::Done => None,
-        });
-    tokio_stream::once(first).chain(rest).map(move |batch| {
-        on_send(&batch);
-        batch
-    })
+/// The request stream: the first batch, then the batches of the channel up to [`Feed::Done`].
+///
+/// A named type rather than a boxed `dyn Stream`, with which the compiler cannot prove the
+/// call's future `Send`.
+struct Requests<K: RecordKind> {
+    /// The batch that was read before the call started.
+    first: Option<K::Request>,
+    /// The reader's batches.
+    rx: mpsc::Receiver<Feed<K::Request>>,
+    /// Whether `Done` came: only then does the stream end.
+    done: bool,
+    /// Records handed to the call so far, for the progress bar.
+    sent: u64,
+    /// Shows `sent`.
+    progress: ProgressBar,
+}
+
+impl<K: RecordKind> Requests<K> {
+    /// Counts `batch` as sent.
+    fn send(&mut self, batch: K::Request) -> Poll<Option<K::Request>> {
+        self.sent += K::records_in(&batch) as u64;
+        self.progress
+            .set_message(format!("{} records sent", self.sent));
+        Poll::Ready(Some(batch))
+    }
+}
+
+impl<K: RecordKind> Stream for Requests<K> {
+    type Item = K::Request;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Option<K::Request>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return this.send(first);
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(Feed::Batch(batch))) => this.send(batch),
+            Poll::Ready(Some(Feed::Done)) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            // Closed without `Done`: the reader failed. Ending the stream would let the server
+            // take a truncated file for a whole one, so it stays pending (never to be woken)
+            // until the caller drops the call, which cancels it.
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// The format `path` is in, by its extension; CSV for standard input.
@@ -621,7 +655,9 @@ fn csv_records<K: RecordKind>(
                 }
                 _ => {
                     failed = true;
-                    return Some(Err(anyhow::Error::new(error).context("cannot read the file")));
+                    return Some(Err(
+                        anyhow::Error::new(error).context("cannot read the file")
+                    ));
                 }
             },
         };
@@ -667,7 +703,8 @@ fn record_from_csv<K: RecordKind>(
     let mut record = K::new_record();
     for (column, cell) in columns.iter().zip(row) {
         if !cell.is_empty() {
-            K::set(&mut record, column, Cell::Csv(cell)).map_err(|why| format!("{column}: {why}"))?;
+            K::set(&mut record, column, Cell::Csv(cell))
+                .map_err(|why| format!("{column}: {why}"))?;
         }
     }
     Ok(record)
@@ -758,7 +795,9 @@ fn jsonl_records<K: RecordKind>(
                 }
                 Err(error) => {
                     failed = true;
-                    return Some(Err(anyhow::Error::new(error).context("cannot read the file")));
+                    return Some(Err(
+                        anyhow::Error::new(error).context("cannot read the file")
+                    ));
                 }
             }
         }
@@ -770,7 +809,12 @@ fn jsonl_records<K: RecordKind>(
 fn record_from_json<K: RecordKind>(line: &[u8]) -> Result<K::Record, String> {
     let object = match serde_json::from_slice(line) {
         Ok(Value::Object(object)) => object,
-        Ok(other) => return Err(format!("expected a JSON object, found {}", json_kind(&other))),
+        Ok(other) => {
+            return Err(format!(
+                "expected a JSON object, found {}",
+                json_kind(&other)
+            ));
+        }
         Err(error) => {
             let message = error.to_string();
             let position = format!(" at line {} column {}", error.line(), error.column());
@@ -829,7 +873,7 @@ trait RecordKind {
     /// One record as the RPC takes it.
     type Record: Send + 'static;
     /// One request message.
-    type Request: Send + 'static;
+    type Request: Send + Unpin + 'static;
     /// The columns (CSV) or keys (JSON) a record may have.
     const COLUMNS: &'static [&'static str];
     /// A record with every field unset.
@@ -886,9 +930,10 @@ impl RecordKind for CallRecords {
             "tenant_id" => call.tenant_id = cell.text()?,
             "call_type" => call.call_type = cell.text()?,
             "direction" => {
-                call.direction = cell.enumeration("CALL_DIRECTION_", "inbound or outbound", |name| {
-                    pb::CallDirection::from_str_name(name).map(i32::from)
-                })?;
+                call.direction =
+                    cell.enumeration("CALL_DIRECTION_", "inbound or outbound", |name| {
+                        pb::CallDirection::from_str_name(name).map(i32::from)
+                    })?;
             }
             "caller_number" => call.caller_number = cell.text()?,
             "callee_number" => call.callee_number = cell.text()?,
@@ -1170,8 +1215,8 @@ fn parse_rfc3339(text: &str) -> Result<prost_types::Timestamp, &'static str> {
     if hour > 23 || minute > 59 || second > 59 {
         return Err("no such time of day");
     }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset;
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
     Ok(prost_types::Timestamp {
         seconds,
         nanos: i32::try_from(nanos).map_err(|_| SYNTAX)?,
@@ -1203,7 +1248,9 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 mod tests {
     use super::*;
     use clap::Parser;
+    use futures::FutureExt;
     use prost_types::{Duration as PbDuration, Timestamp};
+    use tokio_stream::StreamExt;
 
     fn ts(seconds: i64, nanos: i32) -> Option<Timestamp> {
         Some(Timestamp { seconds, nanos })
@@ -1382,7 +1429,9 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
             .map(|e| format!("{e:#}"));
         let error = error.unwrap_or_default();
         assert!(
-            error.starts_with("line 1: unknown column \"calee_number\" (the columns are carrier_id, call_id,"),
+            error.starts_with(
+                "line 1: unknown column \"calee_number\" (the columns are carrier_id, call_id,"
+            ),
             "{error}"
         );
         let repeated = csv_records::<CallRecords>("call_id,call_id\n".as_bytes())
@@ -1400,7 +1449,10 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
         let lines = outcome(jsonl::<QualityRecords>(
             "{\"call_id\":\"a\",\"jitter\":3}\n{\"call_id\":\"b\"}\n",
         ));
-        assert_eq!(lines[0].1.as_ref().err().map(String::as_str), Some("unknown key \"jitter\""));
+        assert_eq!(
+            lines[0].1.as_ref().err().map(String::as_str),
+            Some("unknown key \"jitter\"")
+        );
         assert!(lines[1].1.is_ok());
     }
 
@@ -1445,7 +1497,10 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
             (1500.0, Unit::Milliseconds, 1, 500_000_000),
         ];
         for (value, unit, seconds, nanos) in cases {
-            assert_eq!(duration_from(value, unit), Some(PbDuration { seconds, nanos }));
+            assert_eq!(
+                duration_from(value, unit),
+                Some(PbDuration { seconds, nanos })
+            );
         }
         assert_eq!(duration_from(1e30, Unit::Seconds), None);
     }
@@ -1461,14 +1516,22 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
             ("2026-11-27T05:00:00-05:00", 1_795_773_600, 0),
             ("2026-11-27T10:00:00-00:00", 1_795_773_600, 0),
             ("2026-11-27T10:00:00.5Z", 1_795_773_600, 500_000_000),
-            ("2026-11-27T10:00:00.123456789+00:00", 1_795_773_600, 123_456_789),
+            (
+                "2026-11-27T10:00:00.123456789+00:00",
+                1_795_773_600,
+                123_456_789,
+            ),
             ("2024-02-29T23:59:59Z", 1_709_251_199, 0),
             ("1969-12-31T23:59:59.25Z", -1, 250_000_000),
             ("0001-01-01T00:00:00Z", -62_135_596_800, 0),
             ("9999-12-31T23:59:59Z", 253_402_300_799, 0),
         ];
         for (text, seconds, nanos) in cases {
-            assert_eq!(parse_rfc3339(text), Ok(Timestamp { seconds, nanos }), "{text}");
+            assert_eq!(
+                parse_rfc3339(text),
+                Ok(Timestamp { seconds, nanos }),
+                "{text}"
+            );
         }
     }
 
@@ -1533,7 +1596,13 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
         };
         let lines = rejection_lines(
             &produced.line_of,
-            &[rejection(0), rejection(2), rejection(4), rejection(5), rejection(-1)],
+            &[
+                rejection(0),
+                rejection(2),
+                rejection(4),
+                rejection(5),
+                rejection(-1),
+            ],
         );
         assert_eq!(lines, vec![Some(2), Some(6), Some(8), None, None]);
     }
@@ -1562,7 +1631,11 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
             .map(|i| pb::RecordRejection {
                 index: i,
                 call_id: format!("c-{i}"),
-                field: if i == 0 { String::new() } else { "start_time".into() },
+                field: if i == 0 {
+                    String::new()
+                } else {
+                    "start_time".into()
+                },
                 reason: if i == 0 {
                     pb::RejectionReason::Conflict as i32
                 } else {
@@ -1597,7 +1670,10 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
              bad lines:\n  line 5: start_time: bad\n\
              rejected by the server:\n  line 10 (call_id c-0): conflict: is wrong\n  line 11 (call_id c-1): start_time: is wrong\n"
         ), "{out}");
-        assert!(out.contains("  line 59 (call_id c-49): start_time: is wrong\n  ... and 1450 more\n"), "{out}");
+        assert!(
+            out.contains("  line 59 (call_id c-49): start_time: is wrong\n  ... and 1450 more\n"),
+            "{out}"
+        );
         assert!(!out.contains("c-50"));
         assert!(!report.is_clean());
     }
@@ -1620,7 +1696,13 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
             let batches: Vec<_> = requests.collect().await;
             let ids: Vec<Vec<String>> = batches
                 .iter()
-                .map(|b| b.records.iter().filter_map(|r| r.record.as_ref()).map(|r| r.call_id.clone()).collect())
+                .map(|b| {
+                    b.records
+                        .iter()
+                        .filter_map(|r| r.record.as_ref())
+                        .map(|r| r.call_id.clone())
+                        .collect()
+                })
                 .collect();
             assert_eq!(ids, vec![vec!["a", "b"], vec!["c"]]);
             Ok(Some(pb::IngestionSummary {
@@ -1648,8 +1730,7 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
     async fn strict_failure_never_ends_the_stream() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("calls.csv");
-        std::fs::write(&path, "call_id,final_sip_code\na,200\nb,x\n")
-            .unwrap();
+        std::fs::write(&path, "call_id,final_sip_code\na,200\nb,x\n").unwrap();
         let args = ImportArgs {
             file: path,
             format: None,
@@ -1666,6 +1747,41 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
         .map(|e| format!("{e:#}"))
         .unwrap_or_default();
         assert!(error.contains("line 3: final_sip_code"), "{error}");
+    }
+
+    /// The request stream ends at `Done`, and never ends when the reader just went away.
+    #[test]
+    fn request_stream_ends_only_at_done() {
+        let batch = |id: &str| pb::IngestCallRecordsRequest {
+            records: vec![pb::CarrierCallRecord {
+                carrier_id: id.into(),
+                record: None,
+            }],
+        };
+        let requests = |rx| Requests::<CallRecords> {
+            first: Some(batch("first")),
+            rx,
+            done: false,
+            sent: 0,
+            progress: ProgressBar::hidden(),
+        };
+
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Feed::Batch(batch("second"))).unwrap();
+        tx.try_send(Feed::Done).unwrap();
+        let mut finished = requests(rx);
+        assert_eq!(finished.next().now_or_never(), Some(Some(batch("first"))));
+        assert_eq!(finished.next().now_or_never(), Some(Some(batch("second"))));
+        assert_eq!(finished.next().now_or_never(), Some(None));
+        assert_eq!(finished.sent, 2);
+
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Feed::Batch(batch("second"))).unwrap();
+        drop(tx);
+        let mut broken = requests(rx);
+        assert!(broken.next().now_or_never().is_some());
+        assert!(broken.next().now_or_never().is_some());
+        assert_eq!(broken.next().now_or_never(), None, "the stream ended");
     }
 
     /// An empty file makes no call at all.
@@ -1693,7 +1809,10 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
     fn format_from_extension() {
         assert_eq!(format_of(Path::new("-")).ok(), Some(FileFormat::Csv));
         assert_eq!(format_of(Path::new("a.CSV")).ok(), Some(FileFormat::Csv));
-        assert_eq!(format_of(Path::new("a.ndjson")).ok(), Some(FileFormat::Jsonl));
+        assert_eq!(
+            format_of(Path::new("a.ndjson")).ok(),
+            Some(FileFormat::Jsonl)
+        );
         assert_eq!(format_of(Path::new("a.json")).ok(), Some(FileFormat::Jsonl));
         assert!(format_of(Path::new("a.txt")).is_err());
     }
@@ -1733,7 +1852,10 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
         assert_eq!(args.batch_size, 500);
         assert!(args.strict);
         for size in ["0", "10001"] {
-            assert!(Cli::try_parse_from(["x", "import-call-records", "f", "--batch-size", size]).is_err());
+            assert!(
+                Cli::try_parse_from(["x", "import-call-records", "f", "--batch-size", size])
+                    .is_err()
+            );
         }
 
         let mut command = <Cli as clap::CommandFactory>::command();
@@ -1741,10 +1863,25 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
             .find_subcommand_mut("import-call-records")
             .map(|c| c.render_long_help().to_string())
             .unwrap_or_default();
-        assert!(help.contains("Import call records."), "{help}");
+        assert!(help.starts_with("Import call records\n"), "{help}");
         for column in CallRecords::COLUMNS.iter().chain(QualityRecords::COLUMNS) {
             assert!(help.contains(column), "--help lacks {column}");
         }
+    }
+
+    /// The fixture files under tests/fixtures parse without a bad line.
+    #[test]
+    fn fixtures_parse_cleanly() {
+        let calls = csv::<CallRecords>(include_str!("../../tests/fixtures/call_records.csv"));
+        let lines: Vec<_> = calls.iter().map(|l| (l.number, l.record.is_ok())).collect();
+        assert_eq!(lines, vec![(2, true), (3, true), (4, true)], "{calls:?}");
+        let quality =
+            jsonl::<QualityRecords>(include_str!("../../tests/fixtures/quality_records.jsonl"));
+        let lines: Vec<_> = quality
+            .iter()
+            .map(|l| (l.number, l.record.is_ok()))
+            .collect();
+        assert_eq!(lines, vec![(1, true), (2, true), (3, true)], "{quality:?}");
     }
 
     /// Every documented column is one the record kind accepts.
@@ -1770,6 +1907,10 @@ contoso,c-1,corr-1,0b7c2a3e-9f7d-4c1e-8a2b-3d4e5f6a7b8c,oc_in,Inbound,+142555501
         fn check(client: &mut PlatformServiceClient<Channel>, args: &ImportArgs) {
             assert_send(import_call_records(client, args));
         }
+        fn check_quality(client: &mut PlatformServiceClient<Channel>, args: &ImportArgs) {
+            assert_send(import_quality_records(client, args));
+        }
+        let _ = check_quality;
         let _ = check;
     }
 }

@@ -1,10 +1,13 @@
 //! Validated domain types and pure logic. Nothing here knows about gRPC or SQL.
 
 pub mod carrier;
+pub mod durations;
 pub mod ids;
 pub mod number;
 pub mod quality;
+pub mod reconcile;
 pub mod records;
+pub mod usage;
 
 /// A field that failed validation: the field's path in the request and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,11 +13,13 @@ use crate::domain::number::TransitionError;
 use crate::feed::Feed;
 
 mod carriers;
+mod durations;
 mod entities;
 pub mod migration;
 mod numbers;
 mod records;
 
+pub use durations::{ReconRow, StoredUpload, Window};
 pub use numbers::{EventRecord, NumberFilter, NumberPage};
 pub use records::{IngestOutcome, LogBounds, LogKind, LogRecord, RecordFilter, RecordPage};
 

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use super::entities::{call_record, carrier, consumer_cursor, quality_record};
 use super::{Store, StoreError, now_ms};
 use crate::domain::ids::{CarrierId, TenantId};
-use crate::domain::records::{CallRecord, Classification, QualityRecord};
+use crate::domain::records::{CallDirection, CallRecord, Classification, QualityRecord};
 
 /// Keys looked up per statement.
 const KEYS_PER_STATEMENT: usize = 500;
@@ -75,6 +75,11 @@ pub trait LogRecord: Serialize + DeserializeOwned + Send + Sync {
     fn classification_code(&self) -> i16 {
         0
     }
+    /// Columns stored beside call records for joins: platform duration, success, tenant's
+    /// number.
+    fn call_columns(&self) -> (i64, bool, String) {
+        (0, false, String::new())
+    }
 }
 
 impl LogRecord for CallRecord {
@@ -87,6 +92,17 @@ impl LogRecord for CallRecord {
     }
     fn start_time_ms(&self) -> i64 {
         self.start_time_ms
+    }
+    fn call_columns(&self) -> (i64, bool, String) {
+        let number = match self.direction {
+            CallDirection::Outbound => self.caller_number.as_ref().map(ToString::to_string),
+            CallDirection::Inbound => Some(self.callee_number.to_string()),
+        };
+        (
+            self.duration_ms,
+            self.successful,
+            number.unwrap_or_default(),
+        )
     }
 }
 
@@ -179,6 +195,7 @@ struct NewRow {
     tenant_id: String,
     start_time_ms: i64,
     classification: i16,
+    call_columns: (i64, bool, String),
     json: String,
 }
 
@@ -235,6 +252,9 @@ async fn insert_rows(
                     tenant_id: Set(r.tenant_id),
                     start_time_ms: Set(r.start_time_ms),
                     ingest_time_ms: Set(ingest_time_ms),
+                    duration_ms: Set(r.call_columns.0),
+                    successful: Set(r.call_columns.1),
+                    tenant_number: Set(r.call_columns.2),
                     record: Set(r.json),
                 });
                 call_record::Entity::insert_many(models)
@@ -354,6 +374,7 @@ impl Store {
                     tenant_id: record.tenant().as_str().to_owned(),
                     start_time_ms: record.start_time_ms(),
                     classification: record.classification_code(),
+                    call_columns: record.call_columns(),
                     json,
                 });
             }

@@ -1,10 +1,13 @@
 //! `spawn_app()` and typed helpers, so each test reads as a few lines of intent.
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use opconnect::config::{LogFormat, Settings};
 use opconnect::pb::v1 as pb;
 use opconnect::pb::v1::assignment_service_client::AssignmentServiceClient;
+use opconnect::pb::v1::call_duration_service_client::CallDurationServiceClient;
 use opconnect::pb::v1::call_record_service_client::CallRecordServiceClient;
 use opconnect::pb::v1::platform_service_client::PlatformServiceClient;
 use opconnect::pki::{CertificateAuthority, Issued, Subject};
@@ -66,6 +69,9 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
 
 /// Starts a gateway with a fresh PKI and database.
 pub async fn spawn_app() -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        opconnect::telemetry::init(LogFormat::Text);
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = write_server_pki(dir.path());
     let settings = test_settings(dir.path());
@@ -133,6 +139,10 @@ impl TestApp {
 
     pub async fn carrier(&self, id: &str) -> AssignmentServiceClient<Channel> {
         AssignmentServiceClient::new(self.channel(&self.carrier_cert(id)).await)
+    }
+
+    pub async fn durations(&self, id: &str) -> CallDurationServiceClient<Channel> {
+        CallDurationServiceClient::new(self.channel(&self.carrier_cert(id)).await)
     }
 
     pub async fn records(&self, id: &str) -> CallRecordServiceClient<Channel> {
@@ -365,5 +375,175 @@ pub fn stream_options(after_cursor: Option<i64>) -> pb::RecordStreamOptions {
     pb::RecordStreamOptions {
         after_cursor,
         ..Default::default()
+    }
+}
+
+/// A carrier's duration report of test call `i` (as made by [`call_record`]), lasting `ms`.
+pub fn duration(i: i64, tenant: &str, ms: i64) -> pb::CallDuration {
+    let call = call_record(i, tenant);
+    pb::CallDuration {
+        call_id: call.call_id,
+        tenant_id: call.tenant_id,
+        direction: call.direction,
+        caller_number: call.caller_number,
+        callee_number: call.callee_number,
+        start_time: call.start_time,
+        duration: Some(prost_types::Duration {
+            seconds: ms / 1000,
+            nanos: ((ms % 1000) * 1_000_000) as i32,
+        }),
+    }
+}
+
+/// Upload request messages of `per_message` records; the first carries `upload_id`.
+pub fn upload_messages(
+    upload_id: &str,
+    records: &[pb::CallDuration],
+    per_message: usize,
+) -> Vec<pb::ReportCallDurationsRequest> {
+    records
+        .chunks(per_message)
+        .enumerate()
+        .map(|(i, chunk)| pb::ReportCallDurationsRequest {
+            upload_id: if i == 0 {
+                upload_id.to_owned()
+            } else {
+                String::new()
+            },
+            records: chunk.to_vec(),
+        })
+        .collect()
+}
+
+/// A reconciliation window around the test calls with the default tolerance.
+pub fn test_window() -> pb::ReconciliationWindow {
+    pb::ReconciliationWindow {
+        start_time: ts(BASE_SECONDS - 86_400),
+        end_time: ts(BASE_SECONDS + 30 * 86_400),
+        tolerance: None,
+    }
+}
+
+/// Every discrepancy a carrier sees in the test window for `classes`.
+pub async fn carrier_discrepancies(
+    app: &TestApp,
+    carrier: &str,
+    classes: &[pb::ReconciliationClass],
+) -> Vec<pb::Discrepancy> {
+    let mut stream = app
+        .durations(carrier)
+        .await
+        .list_discrepancies(pb::ListDiscrepanciesRequest {
+            window: Some(test_window()),
+            classes: classes.iter().map(|c| *c as i32).collect(),
+        })
+        .await
+        .expect("list discrepancies")
+        .into_inner();
+    let mut all = Vec::new();
+    while let Some(msg) = stream.message().await.expect("stream ok") {
+        all.extend(msg.discrepancies);
+    }
+    all
+}
+
+/// A spawned `opconnect serve` and the address it listens on.
+pub struct Process {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+pub fn spawn_server(dir: &std::path::Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opconnect"))
+        .arg("serve")
+        .arg("--listen=127.0.0.1:0")
+        .arg(format!(
+            "--database-url=sqlite://{}?mode=rwc",
+            dir.join("opconnect.db").display()
+        ))
+        .arg(format!("--tls-cert={}", dir.join("server.pem").display()))
+        .arg(format!("--tls-key={}", dir.join("server.key").display()))
+        .arg(format!("--client-ca={}", dir.join("ca.pem").display()))
+        .arg("--shutdown-grace-secs=5")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn opconnect");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited early").expect("read");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or_default();
+            break addr.parse().expect("address");
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Process { child, addr }
+}
+
+pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A TCP proxy in front of a server, whose connections the test can cut at will: what a
+/// broken network looks like to both ends.
+pub struct CutProxy {
+    pub addr: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// Starts a proxy on 127.0.0.1 forwarding to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let list = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                list.lock().expect("lock").push(task);
+            }
+        });
+        Self {
+            addr,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every open connection at once.
+    pub fn cut(&self) {
+        for task in self.connections.lock().expect("lock").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
     }
 }

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod durations;
 mod identity;
 mod numbers;
 mod records;

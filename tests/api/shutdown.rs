@@ -1,8 +1,7 @@
 //! SIGTERM on a real `opconnect serve` process with open watch streams.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use opconnect::pb::v1 as pb;
 use opconnect::pb::v1::assignment_service_client::AssignmentServiceClient;
@@ -11,57 +10,6 @@ use opconnect::pki::Subject;
 use tonic::Code;
 
 use crate::helpers::*;
-
-/// A spawned `opconnect serve` and the address it listens on.
-struct Process {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-fn spawn_server(dir: &std::path::Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opconnect"))
-        .arg("serve")
-        .arg("--listen=127.0.0.1:0")
-        .arg(format!(
-            "--database-url=sqlite://{}?mode=rwc",
-            dir.join("opconnect.db").display()
-        ))
-        .arg(format!("--tls-cert={}", dir.join("server.pem").display()))
-        .arg(format!("--tls-key={}", dir.join("server.key").display()))
-        .arg(format!("--client-ca={}", dir.join("ca.pem").display()))
-        .arg("--shutdown-grace-secs=5")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn opconnect");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited early").expect("read");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap_or_default();
-            break addr.parse().expect("address");
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Process { child, addr }
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// SIGTERM with open watch streams: the streams end with UNAVAILABLE (a status, not a reset),
 /// the process exits 0 within its grace period, and the database is intact on restart.

@@ -15,6 +15,12 @@ pub struct Model {
     pub start_time_ms: i64,
     /// Retention counts from ingestion, like a message log.
     pub ingest_time_ms: i64,
+    /// The platform's duration, for usage and reconciliation joins without decoding `record`.
+    pub duration_ms: i64,
+    pub successful: bool,
+    /// The tenant's side of the call: the caller of an outbound call, the callee of an
+    /// inbound one (empty when withheld).
+    pub tenant_number: String,
     pub record: String,
 }
 

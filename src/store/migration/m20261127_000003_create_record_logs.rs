@@ -25,6 +25,9 @@ enum CallRecords {
     TenantId,
     StartTimeMs,
     IngestTimeMs,
+    DurationMs,
+    Successful,
+    TenantNumber,
     Record,
 }
 
@@ -89,6 +92,17 @@ impl MigrationTrait for Migration {
                             .big_integer()
                             .not_null(),
                     )
+                    .col(
+                        ColumnDef::new(CallRecords::DurationMs)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(CallRecords::Successful).boolean().not_null())
+                    .col(
+                        ColumnDef::new(CallRecords::TenantNumber)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(CallRecords::Record).text().not_null())
                     .primary_key(
                         Index::create()
@@ -121,6 +135,26 @@ impl MigrationTrait for Migration {
                     .col(CallRecords::CarrierId)
                     .col(CallRecords::TenantId)
                     .col(CallRecords::Cursor)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("call_records_tenant_start")
+                    .table(CallRecords::Table)
+                    .col(CallRecords::TenantId)
+                    .col(CallRecords::StartTimeMs)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("call_records_carrier_start")
+                    .table(CallRecords::Table)
+                    .col(CallRecords::CarrierId)
+                    .col(CallRecords::StartTimeMs)
                     .to_owned(),
             )
             .await?;

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20261127_000001_create_carriers;
 mod m20261127_000002_create_numbers;
 mod m20261127_000003_create_record_logs;
+mod m20261127_000004_create_durations;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_create_carriers::Migration),
             Box::new(m20261127_000002_create_numbers::Migration),
             Box::new(m20261127_000003_create_record_logs::Migration),
+            Box::new(m20261127_000004_create_durations::Migration),
         ]
     }
 }

@@ -1,0 +1,115 @@
+//! Call durations reported by carriers, and the tally of an ingestion or upload stream.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{E164, TenantId};
+use super::records::CallDirection;
+
+/// Most rejections listed in a tally; all are counted.
+pub const MAX_LISTED_REJECTIONS: usize = 1_000;
+
+/// A validated duration report for one call. Times and durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallDurationReport {
+    /// The platform's call id.
+    pub call_id: String,
+    /// Customer tenant.
+    pub tenant_id: TenantId,
+    /// Direction.
+    pub direction: CallDirection,
+    /// Calling number; `None` when withheld.
+    pub caller_number: Option<E164>,
+    /// Called number.
+    pub callee_number: E164,
+    /// Call start.
+    pub start_time_ms: i64,
+    /// Connected duration as the carrier measured it.
+    pub duration_ms: i64,
+}
+
+/// Why one record was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectionKind {
+    /// A field is invalid.
+    InvalidField,
+    /// A different record is stored under the same key.
+    Conflict,
+    /// The named carrier is not registered.
+    CarrierUnknown,
+}
+
+/// One refused record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Position in the stream, from 0.
+    pub index: i64,
+    /// The call id as sent.
+    pub call_id: String,
+    /// The offending field; empty for conflicts.
+    pub field: String,
+    /// The reason class.
+    pub kind: RejectionKind,
+    /// Readable explanation.
+    pub description: String,
+}
+
+/// What a stream of records did; `accepted + duplicates + rejected == received`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Records received.
+    pub received: i64,
+    /// Records stored by this stream.
+    pub accepted: i64,
+    /// Records identical to stored ones.
+    pub duplicates: i64,
+    /// Records refused.
+    pub rejected: i64,
+    /// The first [`MAX_LISTED_REJECTIONS`] rejections.
+    pub rejections: Vec<Rejection>,
+}
+
+impl Tally {
+    /// Counts a refused record. Rejections may arrive out of stream order (invalid records
+    /// at once, conflicts when their batch commits); the list keeps the lowest indexes.
+    pub fn reject(&mut self, rejection: Rejection) {
+        self.rejected += 1;
+        self.rejections.push(rejection);
+        if self.rejections.len() >= 2 * MAX_LISTED_REJECTIONS {
+            self.settle();
+        }
+    }
+
+    /// Orders the listed rejections by index and keeps the first [`MAX_LISTED_REJECTIONS`].
+    pub fn settle(&mut self) {
+        self.rejections.sort_by_key(|r| r.index);
+        self.rejections.truncate(MAX_LISTED_REJECTIONS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejection(index: i64) -> Rejection {
+        Rejection {
+            index,
+            call_id: format!("c{index}"),
+            field: String::new(),
+            kind: RejectionKind::Conflict,
+            description: String::new(),
+        }
+    }
+
+    /// Out-of-order rejections end up listed by index, the lowest 1,000 kept, all counted.
+    #[test]
+    fn tally_lists_the_lowest_indexes_in_order() {
+        let mut tally = Tally::default();
+        for i in (0..5_000).rev() {
+            tally.reject(rejection(i));
+        }
+        tally.settle();
+        assert_eq!(tally.rejected, 5_000);
+        let indexes: Vec<i64> = tally.rejections.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, (0..1_000).collect::<Vec<_>>());
+    }
+}

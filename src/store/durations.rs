@@ -1,0 +1,457 @@
+//! Durations repository: exactly-once storage of carrier-reported durations, completed
+//! uploads, and the joins with platform call records that usage and reconciliation need.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query, SelectStatement};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, SqlErr,
+};
+
+use super::entities::{call_duration, call_record, upload};
+use super::{IngestOutcome, Store, StoreError, now_ms};
+use crate::domain::durations::{CallDurationReport, Tally};
+use crate::domain::ids::{CarrierId, TenantId};
+use crate::domain::reconcile::PlatformSide;
+use crate::domain::usage::UsageCall;
+
+/// Keys looked up per statement.
+const KEYS_PER_STATEMENT: usize = 500;
+/// Rows per insert statement (7 columns).
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// A half-open time window `[from_ms, to_ms)` over call start times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Inclusive start, Unix ms.
+    pub from_ms: i64,
+    /// Exclusive end, Unix ms.
+    pub to_ms: i64,
+}
+
+/// One call as reconciliation sees it: either side may be missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconRow {
+    /// The call id.
+    pub call_id: String,
+    /// The tenant (the platform's record where present).
+    pub tenant_id: String,
+    /// The call's start (the platform's record where present).
+    pub start_time_ms: i64,
+    /// The platform's side.
+    pub platform: Option<PlatformSide>,
+    /// The carrier's duration.
+    pub carrier_ms: Option<i64>,
+}
+
+/// A completed upload's stored summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUpload {
+    /// What the upload did.
+    pub tally: Tally,
+    /// When it completed, Unix ms.
+    pub complete_time_ms: i64,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct PlatformJoinRow {
+    call_id: String,
+    tenant_id: String,
+    start_time_ms: i64,
+    duration_ms: i64,
+    successful: bool,
+    carrier_ms: Option<i64>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct CarrierJoinRow {
+    call_id: String,
+    tenant_id: String,
+    start_time_ms: i64,
+    carrier_ms: i64,
+    platform_tenant: Option<String>,
+    platform_start: Option<i64>,
+    platform_ms: Option<i64>,
+    platform_successful: Option<bool>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct UsageJoinRow {
+    call_id: String,
+    tenant_number: String,
+    start_time_ms: i64,
+    duration_ms: i64,
+    carrier_ms: Option<i64>,
+}
+
+fn decode_tally(json: &str) -> Result<Tally, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("upload summary: {e}")))
+}
+
+impl Store {
+    /// Stores a batch of one carrier's durations exactly once per (carrier, call id): new
+    /// records are inserted with one multi-row statement per chunk, identical resends count as
+    /// duplicates, different content under a stored call id as conflicts.
+    pub async fn report_durations(
+        &self,
+        carrier: &CarrierId,
+        batch: &[CallDurationReport],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.report_durations_once(carrier, batch).await {
+                Err(StoreError::Db(e))
+                    if attempt < 3
+                        && matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn report_durations_once(
+        &self,
+        carrier: &CarrierId,
+        batch: &[CallDurationReport],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let tx = self.begin_write().await?;
+        let mut stored: HashMap<String, String> = HashMap::new();
+        let ids: Vec<&str> = batch.iter().map(|r| r.call_id.as_str()).collect();
+        for chunk in ids.chunks(KEYS_PER_STATEMENT) {
+            for row in call_duration::Entity::find()
+                .filter(call_duration::Column::CarrierId.eq(carrier.as_str()))
+                .filter(call_duration::Column::CallId.is_in(chunk.iter().copied()))
+                .all(&tx)
+                .await?
+            {
+                stored.insert(row.call_id, row.record);
+            }
+        }
+        let received_time_ms = now_ms();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut rows = Vec::new();
+        for record in batch {
+            let json = serde_json::to_string(record)
+                .map_err(|e| StoreError::Corrupt(format!("encoding duration: {e}")))?;
+            let outcome = match stored.get(&record.call_id) {
+                Some(existing) if *existing == json => IngestOutcome::Duplicate,
+                Some(_) => IngestOutcome::Conflict,
+                None => {
+                    stored.insert(record.call_id.clone(), json.clone());
+                    rows.push(call_duration::ActiveModel {
+                        carrier_id: Set(carrier.to_string()),
+                        call_id: Set(record.call_id.clone()),
+                        tenant_id: Set(record.tenant_id.as_str().to_owned()),
+                        start_time_ms: Set(record.start_time_ms),
+                        duration_ms: Set(record.duration_ms),
+                        received_time_ms: Set(received_time_ms),
+                        record: Set(json),
+                    });
+                    IngestOutcome::Accepted
+                }
+            };
+            outcomes.push(outcome);
+        }
+        let expected = rows.len() as u64;
+        let mut inserted = 0;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+            inserted += call_duration::Entity::insert_many(chunk)
+                .on_conflict(
+                    OnConflict::columns([
+                        call_duration::Column::CarrierId,
+                        call_duration::Column::CallId,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .exec_without_returning(&tx)
+                .await?;
+        }
+        if inserted != expected {
+            // A concurrent upload of the same carrier stored some of these keys first (only
+            // possible on PostgreSQL): classify the batch again.
+            tx.rollback().await?;
+            return Box::pin(self.report_durations_once(carrier, batch)).await;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// The stored summary of a carrier's completed upload.
+    pub async fn upload(
+        &self,
+        carrier: &CarrierId,
+        upload_id: &str,
+    ) -> Result<Option<StoredUpload>, StoreError> {
+        upload::Entity::find_by_id((carrier.to_string(), upload_id.to_owned()))
+            .one(&self.db)
+            .await?
+            .map(|row| {
+                Ok(StoredUpload {
+                    tally: decode_tally(&row.summary)?,
+                    complete_time_ms: row.complete_time_ms,
+                })
+            })
+            .transpose()
+    }
+
+    /// Stores a completed upload's summary; the first completion under an id is kept.
+    pub async fn save_upload(
+        &self,
+        carrier: &CarrierId,
+        upload_id: &str,
+        tally: &Tally,
+    ) -> Result<StoredUpload, StoreError> {
+        let summary = serde_json::to_string(tally)
+            .map_err(|e| StoreError::Corrupt(format!("upload summary: {e}")))?;
+        let complete_time_ms = now_ms();
+        upload::Entity::insert(upload::ActiveModel {
+            carrier_id: Set(carrier.to_string()),
+            upload_id: Set(upload_id.to_owned()),
+            complete_time_ms: Set(complete_time_ms),
+            summary: Set(summary),
+        })
+        .on_conflict(
+            OnConflict::columns([upload::Column::CarrierId, upload::Column::UploadId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await?;
+        self.upload(carrier, upload_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("upload vanished after insert".into()))
+    }
+
+    /// Up to `limit` calls of `carrier` in `window`, after `after` in call-id order, each with
+    /// the platform's and the carrier's side where present. A call counts when either side's
+    /// start lies in the window; it appears once.
+    pub async fn reconciliation_page(
+        &self,
+        carrier: &CarrierId,
+        window: Window,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<ReconRow>, StoreError> {
+        use call_duration::Column as D;
+        use call_record::Column as C;
+        let backend = self.db.get_database_backend();
+        let platform: SelectStatement = Query::select()
+            .column((call_record::Entity, C::CallId))
+            .column((call_record::Entity, C::TenantId))
+            .column((call_record::Entity, C::StartTimeMs))
+            .column((call_record::Entity, C::DurationMs))
+            .column((call_record::Entity, C::Successful))
+            .expr_as(
+                Expr::col((call_duration::Entity, D::DurationMs)),
+                "carrier_ms",
+            )
+            .from(call_record::Entity)
+            .left_join(
+                call_duration::Entity,
+                Expr::col((call_duration::Entity, D::CarrierId))
+                    .equals((call_record::Entity, C::CarrierId))
+                    .and(
+                        Expr::col((call_duration::Entity, D::CallId))
+                            .equals((call_record::Entity, C::CallId)),
+                    ),
+            )
+            .and_where(Expr::col((call_record::Entity, C::CarrierId)).eq(carrier.as_str()))
+            .and_where(Expr::col((call_record::Entity, C::StartTimeMs)).gte(window.from_ms))
+            .and_where(Expr::col((call_record::Entity, C::StartTimeMs)).lt(window.to_ms))
+            .and_where(Expr::col((call_record::Entity, C::CallId)).gt(after))
+            .order_by((call_record::Entity, C::CallId), Order::Asc)
+            .limit(limit)
+            .to_owned();
+        let carrier_side: SelectStatement = Query::select()
+            .column((call_duration::Entity, D::CallId))
+            .column((call_duration::Entity, D::TenantId))
+            .column((call_duration::Entity, D::StartTimeMs))
+            .expr_as(
+                Expr::col((call_duration::Entity, D::DurationMs)),
+                "carrier_ms",
+            )
+            .expr_as(
+                Expr::col((call_record::Entity, C::TenantId)),
+                "platform_tenant",
+            )
+            .expr_as(
+                Expr::col((call_record::Entity, C::StartTimeMs)),
+                "platform_start",
+            )
+            .expr_as(
+                Expr::col((call_record::Entity, C::DurationMs)),
+                "platform_ms",
+            )
+            .expr_as(
+                Expr::col((call_record::Entity, C::Successful)),
+                "platform_successful",
+            )
+            .from(call_duration::Entity)
+            .left_join(
+                call_record::Entity,
+                Expr::col((call_record::Entity, C::CarrierId))
+                    .equals((call_duration::Entity, D::CarrierId))
+                    .and(
+                        Expr::col((call_record::Entity, C::CallId))
+                            .equals((call_duration::Entity, D::CallId)),
+                    ),
+            )
+            .and_where(Expr::col((call_duration::Entity, D::CarrierId)).eq(carrier.as_str()))
+            .and_where(Expr::col((call_duration::Entity, D::StartTimeMs)).gte(window.from_ms))
+            .and_where(Expr::col((call_duration::Entity, D::StartTimeMs)).lt(window.to_ms))
+            .and_where(Expr::col((call_duration::Entity, D::CallId)).gt(after))
+            .and_where(
+                Expr::col((call_record::Entity, C::CallId))
+                    .is_null()
+                    .or(Expr::col((call_record::Entity, C::StartTimeMs)).lt(window.from_ms))
+                    .or(Expr::col((call_record::Entity, C::StartTimeMs)).gte(window.to_ms)),
+            )
+            .order_by((call_duration::Entity, D::CallId), Order::Asc)
+            .limit(limit)
+            .to_owned();
+        let platform_rows = PlatformJoinRow::find_by_statement(backend.build(&platform))
+            .all(&self.db)
+            .await?;
+        let carrier_rows = CarrierJoinRow::find_by_statement(backend.build(&carrier_side))
+            .all(&self.db)
+            .await?;
+        let mut rows: Vec<ReconRow> = platform_rows
+            .into_iter()
+            .map(|r| ReconRow {
+                call_id: r.call_id,
+                tenant_id: r.tenant_id,
+                start_time_ms: r.start_time_ms,
+                platform: Some(PlatformSide {
+                    duration_ms: r.duration_ms,
+                    successful: r.successful,
+                }),
+                carrier_ms: r.carrier_ms,
+            })
+            .chain(carrier_rows.into_iter().map(|r| {
+                let platform = match (r.platform_ms, r.platform_successful) {
+                    (Some(duration_ms), Some(successful)) => Some(PlatformSide {
+                        duration_ms,
+                        successful,
+                    }),
+                    _ => None,
+                };
+                ReconRow {
+                    call_id: r.call_id,
+                    tenant_id: r.platform_tenant.unwrap_or(r.tenant_id),
+                    start_time_ms: r.platform_start.unwrap_or(r.start_time_ms),
+                    platform,
+                    carrier_ms: Some(r.carrier_ms),
+                }
+            }))
+            .collect();
+        // Both lists are sorted and disjoint: merged, the first `limit` are the next page.
+        rows.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(rows)
+    }
+
+    /// Up to `limit` successful platform calls of `tenant` in `window`, after `after` in
+    /// call-id order, each with the duration its own carrier reported, if any.
+    pub async fn usage_page(
+        &self,
+        tenant: &TenantId,
+        window: Window,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<(String, UsageCall)>, StoreError> {
+        use call_duration::Column as D;
+        use call_record::Column as C;
+        let query: SelectStatement = Query::select()
+            .column((call_record::Entity, C::CallId))
+            .column((call_record::Entity, C::TenantNumber))
+            .column((call_record::Entity, C::StartTimeMs))
+            .column((call_record::Entity, C::DurationMs))
+            .expr_as(
+                Expr::col((call_duration::Entity, D::DurationMs)),
+                "carrier_ms",
+            )
+            .from(call_record::Entity)
+            .left_join(
+                call_duration::Entity,
+                Expr::col((call_duration::Entity, D::CarrierId))
+                    .equals((call_record::Entity, C::CarrierId))
+                    .and(
+                        Expr::col((call_duration::Entity, D::CallId))
+                            .equals((call_record::Entity, C::CallId)),
+                    ),
+            )
+            .and_where(Expr::col((call_record::Entity, C::TenantId)).eq(tenant.as_str()))
+            .and_where(Expr::col((call_record::Entity, C::Successful)).eq(true))
+            .and_where(Expr::col((call_record::Entity, C::StartTimeMs)).gte(window.from_ms))
+            .and_where(Expr::col((call_record::Entity, C::StartTimeMs)).lt(window.to_ms))
+            .and_where(Expr::col((call_record::Entity, C::CallId)).gt(after))
+            .order_by((call_record::Entity, C::CallId), Order::Asc)
+            .limit(limit)
+            .to_owned();
+        let backend = self.db.get_database_backend();
+        Ok(UsageJoinRow::find_by_statement(backend.build(&query))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.call_id,
+                    UsageCall {
+                        number: r.tenant_number,
+                        start_time_ms: r.start_time_ms,
+                        platform_ms: r.duration_ms,
+                        carrier_ms: r.carrier_ms,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Purges durations received before `cutoff_ms`, at most `batch` rows per statement.
+    pub async fn purge_durations(&self, cutoff_ms: i64, batch: u64) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let keys: Vec<(String, String)> = call_duration::Entity::find()
+                .filter(call_duration::Column::ReceivedTimeMs.lt(cutoff_ms))
+                .order_by_asc(call_duration::Column::ReceivedTimeMs)
+                .limit(batch)
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|r| (r.carrier_id, r.call_id))
+                .collect();
+            if keys.is_empty() {
+                return Ok(deleted);
+            }
+            let tx = self.begin_write().await?;
+            for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+                for (carrier_id, ids) in group_by_carrier(chunk) {
+                    deleted += call_duration::Entity::delete_many()
+                        .filter(call_duration::Column::CarrierId.eq(carrier_id))
+                        .filter(call_duration::Column::CallId.is_in(ids))
+                        .exec(&tx)
+                        .await?
+                        .rows_affected;
+                }
+            }
+            tx.commit().await?;
+        }
+    }
+}
+
+fn group_by_carrier(keys: &[(String, String)]) -> HashMap<&str, Vec<&str>> {
+    let mut groups: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (carrier, call) in keys {
+        groups
+            .entry(carrier.as_str())
+            .or_default()
+            .push(call.as_str());
+    }
+    groups
+}
