@@ -19,7 +19,11 @@ async fn main() -> ExitCode {
         Err(err) => {
             // One line, the cause chain included; never a backtrace.
             eprintln!("opconnect: {err:#}");
-            ExitCode::from(2)
+            if err.is::<admin::PartialImport>() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

@@ -108,6 +108,128 @@ pub enum AdminCommand {
         #[arg(required = true)]
         numbers: Vec<String>,
     },
+    /// Stream call detail records from a CSV or JSON Lines file into the gateway.
+    ImportCallRecords(super::import::ImportArgs),
+    /// Stream call quality records from a CSV or JSON Lines file into the gateway.
+    ImportQualityRecords(super::import::ImportArgs),
+    /// A tenant's usage per number and day or month.
+    Usage {
+        /// Tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// First day, YYYY-MM-DD (UTC, inclusive).
+        #[arg(long)]
+        from: String,
+        /// Last day, YYYY-MM-DD (UTC, inclusive).
+        #[arg(long)]
+        to: String,
+        /// Figures per month instead of per day.
+        #[arg(long)]
+        monthly: bool,
+    },
+    /// Reconcile a carrier's durations with the platform's call records.
+    Reconcile {
+        /// Carrier id.
+        #[arg(long)]
+        carrier: String,
+        /// First day, YYYY-MM-DD (UTC, inclusive).
+        #[arg(long)]
+        from: String,
+        /// Last day, YYYY-MM-DD (UTC, inclusive).
+        #[arg(long)]
+        to: String,
+        /// Largest difference still within tolerance, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        tolerance: f64,
+        /// Also list each discrepancy (every class except EXACT).
+        #[arg(long)]
+        details: bool,
+    },
+}
+
+/// An import that ran but left lines or records behind: exit code 1, not 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PartialImport(String);
+
+/// Midnight UTC of a `YYYY-MM-DD` date, in Unix seconds.
+fn day_start(date: &str) -> anyhow::Result<i64> {
+    let parts: Vec<&str> = date.split('-').collect();
+    let parsed = match parts.as_slice() {
+        [y, m, d] if y.len() == 4 && m.len() == 2 && d.len() == 2 => {
+            (y.parse::<i64>(), m.parse::<u32>(), d.parse::<u32>())
+        }
+        _ => anyhow::bail!("{date}: expected YYYY-MM-DD"),
+    };
+    let (Ok(y), Ok(m), Ok(d)) = parsed else {
+        anyhow::bail!("{date}: expected YYYY-MM-DD");
+    };
+    anyhow::ensure!(
+        (1..=12).contains(&m) && (1..=31).contains(&d),
+        "{date}: not a date"
+    );
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok((era * 146_097 + doe - 719_468) * 86_400)
+}
+
+/// A `[from, to]` day range as protobuf timestamps `[from 00:00, to+1 00:00)`.
+fn day_range(
+    from: &str,
+    to: &str,
+) -> anyhow::Result<(prost_types::Timestamp, prost_types::Timestamp)> {
+    let start = day_start(from)?;
+    let end = day_start(to)? + 86_400;
+    anyhow::ensure!(end > start, "--to must not be before --from");
+    Ok((
+        prost_types::Timestamp {
+            seconds: start,
+            nanos: 0,
+        },
+        prost_types::Timestamp {
+            seconds: end,
+            nanos: 0,
+        },
+    ))
+}
+
+fn utc_date(ts: Option<&prost_types::Timestamp>) -> String {
+    let Some(ts) = ts else {
+        return "-".into();
+    };
+    // Civil from days (Howard Hinnant).
+    let z = ts.seconds.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn seconds(d: Option<&prost_types::Duration>) -> String {
+    d.map_or_else(
+        || "-".into(),
+        |d| format!("{:.3}", d.seconds as f64 + f64::from(d.nanos) / 1e9),
+    )
+}
+
+fn class_name(raw: i32) -> String {
+    pb::ReconciliationClass::try_from(raw)
+        .map(|c| {
+            c.as_str_name()
+                .trim_start_matches("RECONCILIATION_CLASS_")
+                .to_owned()
+        })
+        .unwrap_or_else(|_| raw.to_string())
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -129,11 +251,16 @@ async fn connect(args: &AdminArgs) -> anyhow::Result<PlatformServiceClient<Chann
     Ok(PlatformServiceClient::new(channel))
 }
 
-/// A status as one readable line: code, message, reason and field violations.
-fn explain(status: tonic::Status) -> anyhow::Error {
+/// A status as one readable error: code, message, reason and field violations.
+pub(crate) fn explain(status: tonic::Status) -> anyhow::Error {
     let mut line = format!("{:?}: {}", status.code(), status.message());
     if let Some(info) = status.get_details_error_info() {
         line.push_str(&format!(" [{}]", info.reason));
+    }
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            line.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
     }
     anyhow::anyhow!(line)
 }
@@ -271,6 +398,131 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(explain)?;
             r.get_ref().numbers.iter().for_each(print_number);
         }
+        AdminCommand::ImportCallRecords(import) => {
+            let report = super::import::import_call_records(&mut client, &import).await?;
+            finish_import(&report)?;
+        }
+        AdminCommand::ImportQualityRecords(import) => {
+            let report = super::import::import_quality_records(&mut client, &import).await?;
+            finish_import(&report)?;
+        }
+        AdminCommand::Usage {
+            tenant,
+            from,
+            to,
+            monthly,
+        } => {
+            let (start, end) = day_range(&from, &to)?;
+            let granularity = if monthly {
+                pb::UsageGranularity::Month
+            } else {
+                pb::UsageGranularity::Day
+            };
+            let usage = client
+                .get_usage_summary(pb::GetUsageSummaryRequest {
+                    tenant_id: tenant,
+                    start_time: Some(start),
+                    end_time: Some(end),
+                    granularity: granularity as i32,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!(
+                "{:<17} {:<10} {:<9} {:>8} {:>12}",
+                "NUMBER", "PERIOD", "SOURCE", "CALLS", "MINUTES"
+            );
+            for f in &usage.figures {
+                let source = pb::DurationSource::try_from(f.duration_source)
+                    .map(|s| {
+                        s.as_str_name()
+                            .trim_start_matches("DURATION_SOURCE_")
+                            .to_owned()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:<17} {:<10} {:<9} {:>8} {:>12.2}",
+                    if f.number.is_empty() {
+                        "(withheld)"
+                    } else {
+                        &f.number
+                    },
+                    utc_date(f.period_start.as_ref()),
+                    source,
+                    f.calls,
+                    f.minutes
+                );
+            }
+            println!(
+                "{:<17} {:<10} {:<9} {:>8} {:>12.2}",
+                "TOTAL", "", "", usage.total_calls, usage.total_minutes
+            );
+        }
+        AdminCommand::Reconcile {
+            carrier,
+            from,
+            to,
+            tolerance,
+            details,
+        } => {
+            let (start, end) = day_range(&from, &to)?;
+            anyhow::ensure!(
+                tolerance.is_finite() && (0.0..=3600.0).contains(&tolerance),
+                "--tolerance must be between 0 and 3600 seconds"
+            );
+            let window = pb::ReconciliationWindow {
+                start_time: Some(start),
+                end_time: Some(end),
+                tolerance: Some(prost_types::Duration {
+                    seconds: tolerance.trunc() as i64,
+                    nanos: (tolerance.fract() * 1e9) as i32,
+                }),
+            };
+            let report = client
+                .get_reconciliation_report(pb::GetReconciliationReportRequest {
+                    carrier_id: carrier.clone(),
+                    window: Some(window),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("{:<24} {:>10}", "CLASS", "CALLS");
+            for c in &report.counts {
+                println!("{:<24} {:>10}", class_name(c.class), c.calls);
+            }
+            println!(
+                "platform {:.3} s, carrier {:.3} s, difference {:+.3} %",
+                report.platform_seconds, report.carrier_seconds, report.difference_percent
+            );
+            if details {
+                let mut stream = client
+                    .list_discrepancies(pb::PlatformServiceListDiscrepanciesRequest {
+                        carrier_id: carrier,
+                        window: Some(window),
+                        classes: Vec::new(),
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                println!();
+                println!(
+                    "{:<40} {:<24} {:>12} {:>12} {:>12}",
+                    "CALL", "CLASS", "PLATFORM_S", "CARRIER_S", "DIFF_S"
+                );
+                while let Some(batch) = stream.message().await.map_err(explain)? {
+                    for d in batch.discrepancies {
+                        println!(
+                            "{:<40} {:<24} {:>12} {:>12} {:>12}",
+                            d.call_id,
+                            class_name(d.class),
+                            seconds(d.platform_duration.as_ref()),
+                            seconds(d.carrier_duration.as_ref()),
+                            seconds(d.difference.as_ref())
+                        );
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -289,4 +541,48 @@ async fn set_status(
         .map_err(explain)?;
     r.get_ref().carrier.iter().for_each(print_carrier);
     Ok(())
+}
+
+/// Prints an import's report; lines or records left behind make it a [`PartialImport`].
+fn finish_import(report: &super::import::ImportReport) -> anyhow::Result<()> {
+    report.print(&mut std::io::stdout().lock())?;
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(PartialImport(format!(
+            "{} unreadable lines, {} rejected records",
+            report.bad_lines.len(),
+            report.summary.rejected
+        ))
+        .into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dates turn into UTC day bounds and back.
+    #[test]
+    fn day_bounds() {
+        assert_eq!(day_start("1970-01-01").unwrap(), 0);
+        assert_eq!(day_start("2026-11-01").unwrap(), 1_793_491_200);
+        assert_eq!(
+            day_start("2028-02-29").unwrap() + 86_400,
+            day_start("2028-03-01").unwrap()
+        );
+        assert!(day_start("2026-13-01").is_err());
+        assert!(day_start("26-1-1").is_err());
+        let (a, b) = day_range("2026-11-01", "2026-11-30").unwrap();
+        assert_eq!(b.seconds - a.seconds, 30 * 86_400);
+        assert!(day_range("2026-11-02", "2026-11-01").is_err());
+        assert_eq!(utc_date(Some(&a)), "2026-11-01");
+        assert_eq!(
+            utc_date(Some(&prost_types::Timestamp {
+                seconds: 1_835_395_200,
+                nanos: 0
+            })),
+            "2028-02-29"
+        );
+    }
 }

@@ -60,7 +60,6 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_client::PlatformServiceClient;
@@ -367,10 +366,10 @@ where
         // A reader error returns here and drops the call, which cancels the stream.
         First::Reader(produced) => (joined(produced)?, call.await),
         // A failed call drops the stream, which stops the reader; no need to wait for it.
-        First::Call(Err(status)) => return Err(status_error(status)),
+        First::Call(Err(status)) => return Err(super::admin::explain(status)),
         First::Call(answer) => (joined(reader.await)?, answer),
     };
-    let summary = answer.map_err(status_error)?;
+    let summary = answer.map_err(super::admin::explain)?;
     anyhow::ensure!(
         produced.complete,
         "the server answered before the whole file was sent"
@@ -394,15 +393,6 @@ fn joined(
     outcome: Result<anyhow::Result<Produced>, tokio::task::JoinError>,
 ) -> anyhow::Result<Produced> {
     outcome.context("the file reader failed")?
-}
-
-/// A failed call as one readable error: code, message and reason.
-fn status_error(status: tonic::Status) -> anyhow::Error {
-    let mut line = format!("{:?}: {}", status.code(), status.message());
-    if let Some(info) = status.get_details_error_info() {
-        line.push_str(&format!(" [{}]", info.reason));
-    }
-    anyhow::anyhow!(line)
 }
 
 /// The request stream: the first batch, then the batches of the channel up to [`Feed::Done`].

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod admin;
 mod durations;
 mod identity;
 mod numbers;
