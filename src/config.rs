@@ -122,6 +122,25 @@ pub struct ServeFlags {
     pub shutdown_grace_secs: Option<u64>,
 }
 
+/// Every key of [`Settings`], as written in the TOML file and (upper-cased, `OPCONNECT_`
+/// prefixed) in the environment.
+pub const SETTING_KEYS: &[&str] = &[
+    "listen",
+    "database_url",
+    "database_max_connections",
+    "tls_cert",
+    "tls_key",
+    "client_ca",
+    "trust_domain",
+    "metrics_listen",
+    "log_format",
+    "shutdown_grace_secs",
+    "number_event_retention_days",
+    "call_record_retention_days",
+    "quality_record_retention_days",
+    "purge_interval_secs",
+];
+
 /// A configuration problem, stated in one line.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -148,8 +167,10 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
+        // Only this command's keys: other OPCONNECT_* variables (the admin tool's, the test
+        // suite's) must not trip the unknown-field check.
         figment
-            .merge(env.ignore(&["config"]))
+            .merge(env.only(SETTING_KEYS))
             .merge(Serialized::defaults(flags))
             .extract()
             .map_err(|e| ConfigError(one_line(&e)))
@@ -183,6 +204,30 @@ mod tests {
             assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 1)));
             assert_eq!(s.database_url, "sqlite://env.db");
             assert_eq!(s.trust_domain, "flag");
+            Ok(())
+        });
+    }
+
+    /// SETTING_KEYS lists exactly the fields of Settings.
+    #[test]
+    fn setting_keys_match_the_settings() {
+        let value = figment::value::Value::serialize(Settings::default()).unwrap();
+        let dict = value.into_dict().unwrap();
+        let mut fields: Vec<&str> = dict.keys().map(String::as_str).collect();
+        let mut keys = SETTING_KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+    }
+
+    /// Other OPCONNECT_* variables (admin tool, test suite) are not settings and are ignored.
+    #[test]
+    fn unrelated_environment_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("OPCONNECT_TEST_DATABASE_URL", "postgres://x/y");
+            jail.set_env("OPCONNECT_ENDPOINT", "https://localhost:1");
+            let s = Settings::load(&ServeFlags::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.database_url, Settings::default().database_url);
             Ok(())
         });
     }

@@ -73,7 +73,13 @@ async fn commit<T, K: Sink<T>>(
     if pending.records.is_empty() {
         return Ok(());
     }
+    let started = std::time::Instant::now();
     let outcomes = sink.store(&pending.records).await?;
+    tracing::debug!(
+        records = pending.records.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "batch committed"
+    );
     let accepted_before = tally.accepted;
     for ((index, call_id), outcome) in pending.origins.drain(..).zip(outcomes) {
         let (kind, field, description) = match outcome {

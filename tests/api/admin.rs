@@ -36,12 +36,13 @@ fn admin(
 async fn import_reports_bad_lines_and_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let ca = write_server_pki(dir.path());
+    let database_url = fresh_database_url(dir.path()).await;
     let ops = ca
         .issue_client(&Subject::Platform("ops".into()), TRUST_DOMAIN)
         .unwrap();
     std::fs::write(dir.path().join("ops.pem"), &ops.cert_pem).unwrap();
     std::fs::write(dir.path().join("ops.key"), &ops.key_pem).unwrap();
-    let mut server = spawn_server(dir.path());
+    let mut server = spawn_server(dir.path(), &database_url);
     let addr = server.addr;
     let d = dir.path();
 

@@ -119,6 +119,7 @@ async fn sigkill_mid_upload_then_retry_converges_exactly() {
     const TOTAL: i64 = 20_000;
     let dir = tempfile::tempdir().unwrap();
     let ca = write_server_pki(dir.path());
+    let database_url = fresh_database_url(dir.path()).await;
     let platform = ca
         .issue_client(&Subject::Platform("ops".into()), TRUST_DOMAIN)
         .unwrap();
@@ -129,7 +130,7 @@ async fn sigkill_mid_upload_then_retry_converges_exactly() {
         .map(|i| duration(i, TENANT_A, 30_000 + i))
         .collect();
 
-    let mut server = spawn_server(dir.path());
+    let mut server = spawn_server(dir.path(), &database_url);
     let channel = channel_to(server.addr, &ca.cert_pem(), Some(&platform))
         .await
         .unwrap();
@@ -187,7 +188,7 @@ async fn sigkill_mid_upload_then_retry_converges_exactly() {
         "the first attempt did not complete"
     );
 
-    let restarted = spawn_server(dir.path());
+    let restarted = spawn_server(dir.path(), &database_url);
     let channel = channel_to(restarted.addr, &ca.cert_pem(), Some(&contoso))
         .await
         .unwrap();

@@ -67,6 +67,48 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     }
 }
 
+/// The variable that switches the suite to PostgreSQL: an admin URL such as
+/// `postgres://postgres@127.0.0.1:5432/test`; each test gets its own fresh database on it.
+pub const TEST_DATABASE_VAR: &str = "OPCONNECT_TEST_DATABASE_URL";
+
+/// A fresh, empty database for one test: a new PostgreSQL database when
+/// `OPCONNECT_TEST_DATABASE_URL` is set, else a SQLite file in `dir`.
+pub async fn fresh_database_url(dir: &std::path::Path) -> String {
+    match std::env::var(TEST_DATABASE_VAR) {
+        Ok(admin_url) => create_postgres_database(&admin_url).await,
+        Err(_) => format!("sqlite://{}?mode=rwc", dir.join("opconnect.db").display()),
+    }
+}
+
+/// Creates a uniquely named database next to the one `admin_url` names; returns its URL.
+pub async fn create_postgres_database(admin_url: &str) -> String {
+    use sea_orm::ConnectionTrait;
+    let name = format!(
+        "opc_test_{}_{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    let admin = sea_orm::Database::connect(admin_url)
+        .await
+        .expect("connect to the PostgreSQL admin URL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let _ = admin.close().await;
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin_url, String::new()),
+    };
+    let prefix = base.rsplit_once('/').map_or(base, |(p, _)| p);
+    format!("{prefix}/{name}{query}")
+}
+
+/// Whether the suite runs against PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(TEST_DATABASE_VAR).is_ok()
+}
+
 /// Starts a gateway with a fresh PKI and database.
 pub async fn spawn_app() -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
@@ -74,7 +116,8 @@ pub async fn spawn_app() -> TestApp {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = write_server_pki(dir.path());
-    let settings = test_settings(dir.path());
+    let mut settings = test_settings(dir.path());
+    settings.database_url = fresh_database_url(dir.path()).await;
     let database_url = settings.database_url.clone();
     let app = App::build(settings).await.expect("app builds");
     let addr = app.local_addr().expect("addr");
@@ -453,14 +496,12 @@ pub struct Process {
     pub addr: std::net::SocketAddr,
 }
 
-pub fn spawn_server(dir: &std::path::Path) -> Process {
+/// Starts `opconnect serve` on an ephemeral port with the PKI in `dir` and `database_url`.
+pub fn spawn_server(dir: &std::path::Path, database_url: &str) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_opconnect"))
         .arg("serve")
         .arg("--listen=127.0.0.1:0")
-        .arg(format!(
-            "--database-url=sqlite://{}?mode=rwc",
-            dir.join("opconnect.db").display()
-        ))
+        .arg(format!("--database-url={database_url}"))
         .arg(format!("--tls-cert={}", dir.join("server.pem").display()))
         .arg(format!("--tls-key={}", dir.join("server.key").display()))
         .arg(format!("--client-ca={}", dir.join("ca.pem").display()))

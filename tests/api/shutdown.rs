@@ -17,6 +17,7 @@ use crate::helpers::*;
 async fn sigterm_ends_streams_with_a_status_and_keeps_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let ca = write_server_pki(dir.path());
+    let database_url = fresh_database_url(dir.path()).await;
     let platform_cert = ca
         .issue_client(&Subject::Platform("ops".into()), TRUST_DOMAIN)
         .unwrap();
@@ -24,7 +25,7 @@ async fn sigterm_ends_streams_with_a_status_and_keeps_the_database() {
         .issue_client(&Subject::Carrier("contoso".into()), TRUST_DOMAIN)
         .unwrap();
 
-    let mut server = spawn_server(dir.path());
+    let mut server = spawn_server(dir.path(), &database_url);
     let platform_channel = channel_to(server.addr, &ca.cert_pem(), Some(&platform_cert))
         .await
         .unwrap();
@@ -76,7 +77,7 @@ async fn sigterm_ends_streams_with_a_status_and_keeps_the_database() {
     let exit = wait_exit(&mut server.child, Duration::from_secs(10));
     assert!(exit.success(), "exit status {exit:?}");
 
-    let mut restarted = spawn_server(dir.path());
+    let mut restarted = spawn_server(dir.path(), &database_url);
     let carrier_channel = channel_to(restarted.addr, &ca.cert_pem(), Some(&carrier_cert))
         .await
         .unwrap();
