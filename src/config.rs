@@ -48,6 +48,8 @@ pub struct Settings {
     pub call_record_retention_days: u32,
     /// Quality records ingested more than this many days ago are purged.
     pub quality_record_retention_days: u32,
+    /// Call durations received more than this many days ago are purged (18 months).
+    pub duration_retention_days: u32,
     /// How often retention purges run, in seconds.
     pub purge_interval_secs: u64,
 }
@@ -68,6 +70,7 @@ impl Default for Settings {
             number_event_retention_days: 7,
             call_record_retention_days: 30,
             quality_record_retention_days: 30,
+            duration_retention_days: 548,
             purge_interval_secs: 3600,
         }
     }
@@ -138,6 +141,7 @@ pub const SETTING_KEYS: &[&str] = &[
     "number_event_retention_days",
     "call_record_retention_days",
     "quality_record_retention_days",
+    "duration_retention_days",
     "purge_interval_secs",
 ];
 

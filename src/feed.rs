@@ -67,9 +67,117 @@ impl Feed {
         });
     }
 
+    /// Wakes every stream of every carrier: they re-check their carrier and re-read the
+    /// database. Used after the cross-instance listener lost its connection, when
+    /// notifications may have been missed.
+    pub fn wake_all(&self) {
+        let senders: Vec<watch::Sender<CarrierSignal>> = self
+            .carriers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for sender in senders {
+            sender.send_modify(|signal| signal.status_epoch = signal.status_epoch.wrapping_add(1));
+        }
+    }
+
+    /// Applies a notification payload from another instance (see [`Notice`]).
+    pub fn apply(&self, payload: &str) {
+        match Notice::parse(payload) {
+            Some(Notice::Revision(carrier, revision)) => self.publish(&carrier, revision),
+            Some(Notice::CallRecords(carrier, cursor)) => {
+                self.publish_records(&carrier, false, cursor);
+            }
+            Some(Notice::QualityRecords(carrier, cursor)) => {
+                self.publish_records(&carrier, true, cursor);
+            }
+            Some(Notice::Status(carrier)) => self.carrier_changed(&carrier),
+            None => tracing::warn!(payload, "unreadable change notification ignored"),
+        }
+    }
+
     /// Announces that `carrier`'s status changed.
     pub fn carrier_changed(&self, carrier: &str) {
         self.sender(carrier)
             .send_modify(|signal| signal.status_epoch = signal.status_epoch.wrapping_add(1));
+    }
+}
+
+/// A change, as sent between instances through PostgreSQL `NOTIFY` (payload far below the
+/// 8,000-byte limit: a carrier id is at most 63 characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A carrier's number revision reached this value.
+    Revision(String, i64),
+    /// A carrier's call-record log reached this cursor.
+    CallRecords(String, i64),
+    /// A carrier's quality-record log reached this cursor.
+    QualityRecords(String, i64),
+    /// A carrier's status changed.
+    Status(String),
+}
+
+impl Notice {
+    /// The NOTIFY payload.
+    pub fn payload(&self) -> String {
+        match self {
+            Self::Revision(c, v) => format!("r|{c}|{v}"),
+            Self::CallRecords(c, v) => format!("c|{c}|{v}"),
+            Self::QualityRecords(c, v) => format!("q|{c}|{v}"),
+            Self::Status(c) => format!("s|{c}"),
+        }
+    }
+
+    /// Reads a payload made by [`Notice::payload`].
+    pub fn parse(payload: &str) -> Option<Self> {
+        let mut parts = payload.split('|');
+        let kind = parts.next()?;
+        let carrier = parts.next()?.to_owned();
+        let value = parts.next().map(str::parse::<i64>);
+        let notice = match (kind, value) {
+            ("r", Some(Ok(v))) => Self::Revision(carrier, v),
+            ("c", Some(Ok(v))) => Self::CallRecords(carrier, v),
+            ("q", Some(Ok(v))) => Self::QualityRecords(carrier, v),
+            ("s", None) => Self::Status(carrier),
+            _ => return None,
+        };
+        parts.next().is_none().then_some(notice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Payloads round-trip; anything else is refused.
+    #[test]
+    fn notices_round_trip() {
+        for n in [
+            Notice::Revision("contoso".into(), 42),
+            Notice::CallRecords("contoso".into(), 7),
+            Notice::QualityRecords("fabrikam".into(), 0),
+            Notice::Status("contoso".into()),
+        ] {
+            assert_eq!(Notice::parse(&n.payload()), Some(n));
+        }
+        for bad in ["", "x|c|1", "r|c", "r|c|x", "s|c|1", "r|c|1|2"] {
+            assert_eq!(Notice::parse(bad), None, "{bad}");
+        }
+    }
+
+    /// A published revision wakes a subscriber; wake_all bumps every carrier's epoch.
+    #[tokio::test]
+    async fn publish_and_wake_all() {
+        let feed = Feed::default();
+        let mut a = feed.subscribe("a");
+        let mut b = feed.subscribe("b");
+        feed.apply("r|a|3");
+        a.changed().await.unwrap();
+        assert_eq!(a.borrow_and_update().revision, 3);
+        feed.wake_all();
+        b.changed().await.unwrap();
+        assert_eq!(b.borrow_and_update().status_epoch, 1);
     }
 }

@@ -203,6 +203,7 @@ impl App {
             .build_v1alpha()
             .map_err(|e| ServerError::Tls(format!("reflection: {e}")))?;
 
+        let change_listener = store.spawn_listener(streams_end.clone());
         let purge = tokio::spawn(purge_loop(
             store.clone(),
             settings.clone(),
@@ -267,6 +268,9 @@ impl App {
         };
         streams_end.cancel();
         purge.abort();
+        if let Some(task) = change_listener {
+            task.abort();
+        }
         if let Err(e) = store.close().await {
             tracing::warn!(error = %e, "closing the database");
         }
@@ -277,49 +281,65 @@ impl App {
 
 /// Runs retention purges every `purge_interval_secs` until `stop`.
 async fn purge_loop(store: Store, settings: Settings, stop: CancellationToken) {
-    const DAY_MS: i64 = 86_400_000;
     let interval = Duration::from_secs(settings.purge_interval_secs.max(1));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        let now = now_ms();
-        let days = |d: u32| now - i64::from(d) * DAY_MS;
-        let results = [
-            (
-                "number events",
-                store
-                    .purge_number_events(days(settings.number_event_retention_days), 10_000)
-                    .await,
-            ),
-            (
-                "call records",
-                store
-                    .purge_records(
-                        LogKind::CallRecords,
-                        days(settings.call_record_retention_days),
-                        10_000,
-                    )
-                    .await,
-            ),
-            (
-                "quality records",
-                store
-                    .purge_records(
-                        LogKind::QualityRecords,
-                        days(settings.quality_record_retention_days),
-                        10_000,
-                    )
-                    .await,
-            ),
-        ];
-        for (what, result) in results {
-            match result {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "purged {what} past retention"),
-                Err(e) => tracing::warn!(error = %e, "purge of {what} failed; retrying later"),
-            }
+        let pass = purge_pass(&store, &settings);
+        match store.exclusively(pass).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("another instance is purging; skipped"),
+            Err(e) => tracing::warn!(error = %e, "purge lock unavailable; retrying later"),
+        }
+    }
+}
+
+/// One retention pass over every data class, in bounded batches.
+async fn purge_pass(store: &Store, settings: &Settings) {
+    const DAY_MS: i64 = 86_400_000;
+    let now = now_ms();
+    let days = |d: u32| now - i64::from(d) * DAY_MS;
+    let results = [
+        (
+            "number events",
+            store
+                .purge_number_events(days(settings.number_event_retention_days), 10_000)
+                .await,
+        ),
+        (
+            "call records",
+            store
+                .purge_records(
+                    LogKind::CallRecords,
+                    days(settings.call_record_retention_days),
+                    10_000,
+                )
+                .await,
+        ),
+        (
+            "quality records",
+            store
+                .purge_records(
+                    LogKind::QualityRecords,
+                    days(settings.quality_record_retention_days),
+                    10_000,
+                )
+                .await,
+        ),
+        (
+            "call durations",
+            store
+                .purge_durations(days(settings.duration_retention_days), 10_000)
+                .await,
+        ),
+    ];
+    for (what, result) in results {
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "purged {what} past retention"),
+            Err(e) => tracing::warn!(error = %e, "purge of {what} failed; retrying later"),
         }
     }
 }

@@ -313,9 +313,13 @@ impl Watch {
                     }
                 }
                 () = sleep_until(self.progress_due) => {
-                    // Also catches a suspension made through another instance.
+                    // Also catches a suspension made, or a notice missed, on another
+                    // instance: re-check the carrier and re-read the log before reporting.
                     self.auth.active_carrier(self.carrier.id.as_str()).await?;
-                    self.checkpoint(pb::WatchCheckpointType::Progress, cursor).await?;
+                    cursor = self.drain(cursor).await?;
+                    if Instant::now() >= self.progress_due {
+                        self.checkpoint(pb::WatchCheckpointType::Progress, cursor).await?;
+                    }
                 }
             }
         }

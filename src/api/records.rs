@@ -332,8 +332,11 @@ impl<T: Wire> Producer<T> {
                         }
                         let signal = *signals.borrow_and_update();
                         if signal.status_epoch != status_epoch {
+                            // A status change, or a wake-up after missed notices: re-check
+                            // the carrier and re-read the log.
                             status_epoch = signal.status_epoch;
                             self.auth.active_carrier(self.carrier.id.as_str()).await?;
+                            break;
                         }
                         if T::signal(&signal) > cursor {
                             break;

@@ -8,9 +8,10 @@ use sea_orm::{
 };
 
 use super::entities::carrier;
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, notify, now_ms};
 use crate::domain::carrier::{Carrier, CarrierStatus};
 use crate::domain::ids::{CarrierId, SipDomain};
+use crate::feed::Notice;
 
 impl TryFrom<carrier::Model> for Carrier {
     type Error = StoreError;
@@ -106,6 +107,7 @@ impl Store {
             .filter(carrier::Column::CarrierId.eq(id.as_str()))
             .exec_with_returning(&tx)
             .await?;
+        notify(&tx, &Notice::Status(id.to_string())).await?;
         tx.commit().await?;
         self.feed.carrier_changed(id.as_str());
         let model = updated

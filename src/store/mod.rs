@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, IsolationLevel, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    DbErr, IsolationLevel, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::number::TransitionError;
-use crate::feed::Feed;
+use crate::feed::{Feed, Notice};
 
 mod carriers;
 mod durations;
@@ -26,6 +27,12 @@ pub use records::{IngestOutcome, LogBounds, LogKind, LogRecord, RecordFilter, Re
 /// Advisory-lock key taken while migrating on PostgreSQL, so instances starting together do
 /// not race (ASCII "opcnmigr").
 const MIGRATION_LOCK_KEY: i64 = 0x6f70_636e_6d69_6772;
+
+/// Advisory-lock key held by the one instance running retention purges (ASCII "opcnprge").
+const PURGE_LOCK_KEY: i64 = 0x6f70_636e_7072_6765;
+
+/// The PostgreSQL channel change notices travel on between instances.
+const NOTIFY_CHANNEL: &str = "opconnect_changes";
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +79,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// Woken after every commit that readers may be waiting for.
     feed: Feed,
+    /// The PostgreSQL URL, for the listener's own connection; `None` on SQLite.
+    postgres_url: Option<String>,
 }
 
 impl Store {
@@ -98,9 +107,12 @@ impl Store {
                 opts.options([("plan_cache_mode", "force_custom_plan")])
             });
         let db = Database::connect(connect).await?;
+        let postgres_url =
+            (db.get_database_backend() == DbBackend::Postgres).then(|| options.url.clone());
         let store = Self {
             db,
             feed: Feed::default(),
+            postgres_url,
         };
         store.migrate().await?;
         Ok(store)
@@ -155,6 +167,52 @@ impl Store {
         &self.feed
     }
 
+    /// On PostgreSQL, listens for other instances' change notices on a dedicated connection
+    /// and feeds them to local streams, until `stop`. After the connection drops, every stream
+    /// is woken to re-read the database: a missed notice costs latency, never data.
+    pub fn spawn_listener(&self, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        let url = self.postgres_url.clone()?;
+        let feed = self.feed.clone();
+        Some(tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = listen(&url, &feed) => {}
+            }
+        }))
+    }
+
+    /// Runs `purge` unless another instance is purging right now. On PostgreSQL the lock is
+    /// a session advisory lock on a connection of its own (not the pool's, where lock and
+    /// unlock could land on different sessions); it is released when the pass ends or, if
+    /// this process dies, when its session does. Returns whether the pass ran.
+    pub async fn exclusively<F: std::future::Future<Output = ()>>(
+        &self,
+        purge: F,
+    ) -> Result<bool, StoreError> {
+        use sea_orm::sqlx::{Connection, Row, postgres::PgConnection};
+        let Some(url) = &self.postgres_url else {
+            purge.await;
+            return Ok(true);
+        };
+        let db_err = |e: sea_orm::sqlx::Error| StoreError::Db(DbErr::Custom(e.to_string()));
+        let mut conn = PgConnection::connect(url).await.map_err(db_err)?;
+        let locked: bool = sea_orm::sqlx::query("SELECT pg_try_advisory_lock($1)")
+            .bind(PURGE_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(db_err)?;
+        if locked {
+            purge.await;
+            let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(PURGE_LOCK_KEY)
+                .execute(&mut conn)
+                .await;
+        }
+        let _ = conn.close().await;
+        Ok(locked)
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         Ok(self.db.ping().await?)
@@ -171,4 +229,55 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Sends `notice` to every instance when the transaction `tx` commits (PostgreSQL delivers
+/// NOTIFY at commit, and not at all on rollback). Nothing on SQLite: one instance per file.
+pub(crate) async fn notify<C: ConnectionTrait>(tx: &C, notice: &Notice) -> Result<(), DbErr> {
+    if tx.get_database_backend() == DbBackend::Postgres {
+        tx.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [NOTIFY_CHANNEL.into(), notice.payload().into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The listener loop: (re)connect, LISTEN, apply notices; wake everyone after each loss.
+async fn listen(url: &str, feed: &Feed) {
+    use sea_orm::sqlx::postgres::PgListener;
+    loop {
+        let mut listener = match PgListener::connect(url).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "change listener cannot connect; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Anything committed while we were not listening is only in the database.
+        feed.wake_all();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notice)) => feed.apply(notice.payload()),
+                Ok(None) => {
+                    tracing::warn!("change listener lost its connection; reconnecting");
+                    feed.wake_all();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "change listener failed; reconnecting in 1 s");
+                    feed.wake_all();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -15,13 +15,14 @@ use sea_orm::{
 
 use super::carriers::{advance_revision, lock_carrier};
 use super::entities::{carrier, number, number_event};
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, notify, now_ms};
 use crate::domain::carrier::Carrier;
 use crate::domain::ids::{CarrierId, E164, TenantId};
 use crate::domain::number::{
     self as rules, Assignment, EventKind, NumberState, NumberStatus, Provisioning, Transition,
     TransitionError,
 };
+use crate::feed::Notice;
 
 /// Rows per multi-row statement: far below SQLite's 32,766 bind variables for 8 columns.
 const ROWS_PER_STATEMENT: usize = 1_000;
@@ -241,6 +242,9 @@ impl Store {
             }
         }
         let (stored, revision) = commit_changes(&tx, carrier.as_str(), changes).await?;
+        if !stored.is_empty() {
+            notify(&tx, &Notice::Revision(carrier.to_string(), revision)).await?;
+        }
         tx.commit().await?;
         self.feed.publish(carrier.as_str(), revision);
         let mut by_number: BTreeMap<String, NumberState> = unchanged;
@@ -290,6 +294,7 @@ impl Store {
             next,
         };
         let (mut stored, revision) = commit_changes(&tx, &owner, vec![change]).await?;
+        notify(&tx, &Notice::Revision(owner.clone(), revision)).await?;
         tx.commit().await?;
         self.feed.publish(&owner, revision);
         stored.pop().ok_or_else(not_found)
@@ -354,6 +359,7 @@ impl Store {
         let mut published = Vec::new();
         for (carrier_id, carrier_changes) in changes {
             let (stored, revision) = commit_changes(&tx, &carrier_id, carrier_changes).await?;
+            notify(&tx, &Notice::Revision(carrier_id.clone(), revision)).await?;
             results.extend(stored.into_iter().map(|s| (s.number.to_string(), s)));
             published.push((carrier_id, revision));
         }

@@ -18,9 +18,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::entities::{call_record, carrier, consumer_cursor, quality_record};
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, notify, now_ms};
 use crate::domain::ids::{CarrierId, TenantId};
 use crate::domain::records::{CallDirection, CallRecord, Classification, QualityRecord};
+use crate::feed::Notice;
 
 /// Keys looked up per statement.
 const KEYS_PER_STATEMENT: usize = 500;
@@ -378,6 +379,11 @@ impl Store {
                     json,
                 });
             }
+            let notice = match kind {
+                LogKind::CallRecords => Notice::CallRecords(carrier_id.to_owned(), latest),
+                LogKind::QualityRecords => Notice::QualityRecords(carrier_id.to_owned(), latest),
+            };
+            notify(&tx, &notice).await?;
             published.push((carrier_id.to_owned(), latest));
         }
         insert_rows(&tx, kind, rows, ingest_time_ms).await?;

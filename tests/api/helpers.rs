@@ -63,6 +63,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         number_event_retention_days: 7,
         call_record_retention_days: 30,
         quality_record_retention_days: 30,
+        duration_retention_days: 548,
         purge_interval_secs: 3600,
     }
 }
@@ -104,20 +105,23 @@ pub async fn create_postgres_database(admin_url: &str) -> String {
     format!("{prefix}/{name}{query}")
 }
 
-/// Whether the suite runs against PostgreSQL.
-pub fn on_postgres() -> bool {
-    std::env::var(TEST_DATABASE_VAR).is_ok()
-}
-
 /// Starts a gateway with a fresh PKI and database.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_on(None).await
+}
+
+/// Starts a gateway with a fresh PKI on `database_url`, or on a fresh database when `None`.
+pub async fn spawn_app_on(database_url: Option<String>) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         opconnect::telemetry::init(LogFormat::Text);
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = write_server_pki(dir.path());
     let mut settings = test_settings(dir.path());
-    settings.database_url = fresh_database_url(dir.path()).await;
+    settings.database_url = match database_url {
+        Some(url) => url,
+        None => fresh_database_url(dir.path()).await,
+    };
     let database_url = settings.database_url.clone();
     let app = App::build(settings).await.expect("app builds");
     let addr = app.local_addr().expect("addr");
@@ -544,6 +548,8 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatu
 pub struct CutProxy {
     pub addr: std::net::SocketAddr,
     connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// While set, new connections are closed as soon as they are accepted.
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -557,8 +563,14 @@ impl CutProxy {
         let connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
             Default::default();
         let list = connections.clone();
+        let down: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let refusing = down.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if refusing.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
                 let task = tokio::spawn(async move {
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
@@ -570,7 +582,17 @@ impl CutProxy {
         Self {
             addr,
             connections,
+            down,
             accept,
+        }
+    }
+
+    /// Takes the target off the network (cutting open connections, refusing new ones), or
+    /// puts it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            self.cut();
         }
     }
 
