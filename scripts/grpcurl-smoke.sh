@@ -73,6 +73,44 @@ err=$(grpcurl "${contoso[@]}" -d '{"carrier_id":"x"}' "$addr" \
 grep -q PermissionDenied <<<"$err" || fail "carrier calling PlatformService: $err"
 ok "isolation and roles"
 
+# Call records: the platform ingests (client stream of two batches), the carrier streams,
+# commits its cursor and resumes after it.
+tenant=72f988bf-86f1-41af-91ab-2d7cd011db47
+call() { # call ID MINUTE
+  printf '{"carrier_id":"contoso","record":{"call_id":"%s","tenant_id":"%s","direction":"CALL_DIRECTION_OUTBOUND","caller_number":"+14255550100","callee_number":"+12065550100","start_time":"2026-11-27T10:0%s:00Z","end_time":"2026-11-27T10:0%s:30Z","duration":"30s","successful":true,"final_sip_code":200}}' "$1" "$tenant" "$2" "$2"
+}
+summary=$(grpcurl "${ops[@]}" -d @ "$addr" opconnect.v1.PlatformService/IngestCallRecords <<EOF
+{"records":[$(call c-1 1),$(call c-2 2)]}
+{"records":[$(call c-3 3),{"carrier_id":"contoso","record":{"call_id":"bad"}}]}
+EOF
+) || fail "IngestCallRecords"
+grep -q '"accepted": "3"' <<<"$summary" || fail "ingest summary: $summary"
+grep -q '"rejected": "1"' <<<"$summary" || fail "ingest summary: $summary"
+ok "call records ingested with a per-record rejection"
+
+records=$(grpcurl "${contoso[@]}" -d '{"options":{"after_cursor":"0","max_records":"2"}}' "$addr" \
+  opconnect.v1.CallRecordService/StreamCallRecords) || fail "StreamCallRecords"
+grep -q '"nextCursor": "2"' <<<"$records" || fail "stream: $records"
+grpcurl "${contoso[@]}" -d '{"kind":"RECORD_KIND_CALL_RECORDS","cursor":"2"}' "$addr" \
+  opconnect.v1.CallRecordService/CommitCursor >/dev/null || fail "CommitCursor"
+records=$(grpcurl "${contoso[@]}" -d '{}' "$addr" opconnect.v1.CallRecordService/StreamCallRecords) \
+  || fail "StreamCallRecords from the committed cursor"
+grep -q '"callId": "c-3"' <<<"$records" || fail "resume: $records"
+if grep -q '"callId": "c-1"' <<<"$records"; then fail "resume repeated c-1: $records"; fi
+ok "contoso streams, commits its cursor and resumes after it"
+
+upload=$(grpcurl "${contoso[@]}" -d @ "$addr" opconnect.v1.CallDurationService/ReportCallDurations <<EOF
+{"upload_id":"smoke-1","records":[{"call_id":"c-1","tenant_id":"$tenant","direction":"CALL_DIRECTION_OUTBOUND","caller_number":"+14255550100","callee_number":"+12065550100","start_time":"2026-11-27T10:01:00Z","duration":"31s"}]}
+EOF
+) || fail "ReportCallDurations"
+grep -q '"accepted": "1"' <<<"$upload" || fail "upload: $upload"
+grpcurl "${contoso[@]}" -d '{"upload_id":"smoke-1"}' "$addr" opconnect.v1.CallDurationService/GetUpload \
+  | grep -q '"uploadId": "smoke-1"' || fail "GetUpload"
+report=$(grpcurl "${ops[@]}" -d '{"carrier_id":"contoso","window":{"start_time":"2026-11-27T00:00:00Z","end_time":"2026-11-28T00:00:00Z"}}' \
+  "$addr" opconnect.v1.PlatformService/GetReconciliationReport) || fail "GetReconciliationReport"
+grep -q '"calls": "1"' <<<"$report" || fail "report: $report"
+ok "durations uploaded and reconciled"
+
 kill -TERM "$pid"
 for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$pid" 2>/dev/null; then fail "server still running 10 s after SIGTERM"; fi
