@@ -9,5 +9,6 @@ mod identity;
 mod multi;
 mod numbers;
 mod records;
+mod retention;
 mod shutdown;
 mod watch;
