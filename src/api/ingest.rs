@@ -245,8 +245,25 @@ pub(crate) fn upload_summary(
     }
 }
 
+/// Validates a batch of (carrier id, record) pairs as the platform ingests them.
+pub(crate) fn parse_carrier_batch<W, T>(
+    records: impl Iterator<Item = (String, Option<W>)>,
+    call_id: impl Fn(&W) -> &str,
+    parse: impl Fn(&W) -> Result<T, Vec<Violation>>,
+) -> Vec<Parsed<T>> {
+    records
+        .map(|(carrier_id, record)| Parsed {
+            call_id: record
+                .as_ref()
+                .map(|r| call_id(r).to_owned())
+                .unwrap_or_default(),
+            result: parse_carrier_record(&carrier_id, record.as_ref(), &parse),
+        })
+        .collect()
+}
+
 /// Validates the carrier id of an ingested record, prefixing record field names.
-pub(crate) fn parse_carrier_record<W, T>(
+fn parse_carrier_record<W, T>(
     carrier_id: &str,
     record: Option<&W>,
     parse: impl Fn(&W) -> Result<T, Vec<Violation>>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::durations::{ReconPlan, discrepancy_stream, parse_classes, parse_recon, parse_window};
-use super::ingest::{Parsed, ingest_stream, ingestion_summary, parse_carrier_record};
+use super::ingest::{ingest_stream, ingestion_summary, parse_carrier_batch};
 use super::records_convert::duration_from_ms;
 use super::records_convert::{call_record_from_pb, quality_record_from_pb};
 use super::{Authorizer, decode_page_token, encode_page_token, page_size};
@@ -427,22 +427,11 @@ impl PlatformService for PlatformApi {
             &self.metrics,
             request.into_inner(),
             |message: pb::IngestCallRecordsRequest| {
-                message
+                let records = message
                     .records
                     .into_iter()
-                    .map(|r| Parsed {
-                        call_id: r
-                            .record
-                            .as_ref()
-                            .map(|x| x.call_id.clone())
-                            .unwrap_or_default(),
-                        result: parse_carrier_record(
-                            &r.carrier_id,
-                            r.record.as_ref(),
-                            call_record_from_pb,
-                        ),
-                    })
-                    .collect()
+                    .map(|r| (r.carrier_id, r.record));
+                parse_carrier_batch(records, |r| &r.call_id, call_record_from_pb)
             },
         )
         .await?;
@@ -461,22 +450,11 @@ impl PlatformService for PlatformApi {
             &self.metrics,
             request.into_inner(),
             |message: pb::IngestQualityRecordsRequest| {
-                message
+                let records = message
                     .records
                     .into_iter()
-                    .map(|r| Parsed {
-                        call_id: r
-                            .record
-                            .as_ref()
-                            .map(|x| x.call_id.clone())
-                            .unwrap_or_default(),
-                        result: parse_carrier_record(
-                            &r.carrier_id,
-                            r.record.as_ref(),
-                            quality_record_from_pb,
-                        ),
-                    })
-                    .collect()
+                    .map(|r| (r.carrier_id, r.record));
+                parse_carrier_batch(records, |r| &r.call_id, quality_record_from_pb)
             },
         )
         .await?;

@@ -241,32 +241,10 @@ impl Store {
         use call_duration::Column as D;
         use call_record::Column as C;
         let backend = self.db.get_database_backend();
-        let platform: SelectStatement = Query::select()
-            .column((call_record::Entity, C::CallId))
+        let platform: SelectStatement = platform_calls_joined(window, after, limit)
             .column((call_record::Entity, C::TenantId))
-            .column((call_record::Entity, C::StartTimeMs))
-            .column((call_record::Entity, C::DurationMs))
             .column((call_record::Entity, C::Successful))
-            .expr_as(
-                Expr::col((call_duration::Entity, D::DurationMs)),
-                "carrier_ms",
-            )
-            .from(call_record::Entity)
-            .left_join(
-                call_duration::Entity,
-                Expr::col((call_duration::Entity, D::CarrierId))
-                    .equals((call_record::Entity, C::CarrierId))
-                    .and(
-                        Expr::col((call_duration::Entity, D::CallId))
-                            .equals((call_record::Entity, C::CallId)),
-                    ),
-            )
             .and_where(Expr::col((call_record::Entity, C::CarrierId)).eq(carrier.as_str()))
-            .and_where(Expr::col((call_record::Entity, C::StartTimeMs)).gte(window.from_ms))
-            .and_where(Expr::col((call_record::Entity, C::StartTimeMs)).lt(window.to_ms))
-            .and_where(Expr::col((call_record::Entity, C::CallId)).gt(after))
-            .order_by((call_record::Entity, C::CallId), Order::Asc)
-            .limit(limit)
             .to_owned();
         let carrier_side: SelectStatement = Query::select()
             .column((call_duration::Entity, D::CallId))
@@ -365,34 +343,11 @@ impl Store {
         after: &str,
         limit: u64,
     ) -> Result<Vec<(String, UsageCall)>, StoreError> {
-        use call_duration::Column as D;
         use call_record::Column as C;
-        let query: SelectStatement = Query::select()
-            .column((call_record::Entity, C::CallId))
+        let query: SelectStatement = platform_calls_joined(window, after, limit)
             .column((call_record::Entity, C::TenantNumber))
-            .column((call_record::Entity, C::StartTimeMs))
-            .column((call_record::Entity, C::DurationMs))
-            .expr_as(
-                Expr::col((call_duration::Entity, D::DurationMs)),
-                "carrier_ms",
-            )
-            .from(call_record::Entity)
-            .left_join(
-                call_duration::Entity,
-                Expr::col((call_duration::Entity, D::CarrierId))
-                    .equals((call_record::Entity, C::CarrierId))
-                    .and(
-                        Expr::col((call_duration::Entity, D::CallId))
-                            .equals((call_record::Entity, C::CallId)),
-                    ),
-            )
             .and_where(Expr::col((call_record::Entity, C::TenantId)).eq(tenant.as_str()))
             .and_where(Expr::col((call_record::Entity, C::Successful)).eq(true))
-            .and_where(Expr::col((call_record::Entity, C::StartTimeMs)).gte(window.from_ms))
-            .and_where(Expr::col((call_record::Entity, C::StartTimeMs)).lt(window.to_ms))
-            .and_where(Expr::col((call_record::Entity, C::CallId)).gt(after))
-            .order_by((call_record::Entity, C::CallId), Order::Asc)
-            .limit(limit)
             .to_owned();
         let backend = self.db.get_database_backend();
         Ok(UsageJoinRow::find_by_statement(backend.build(&query))
@@ -443,6 +398,38 @@ impl Store {
             tx.commit().await?;
         }
     }
+}
+
+/// Platform call records starting in `window` after `after` (call-id order, at most `limit`),
+/// each joined to the duration its own carrier reported: call id, start, platform duration and
+/// `carrier_ms` (NULL when none). Callers add their columns and filters.
+fn platform_calls_joined(window: Window, after: &str, limit: u64) -> SelectStatement {
+    use call_duration::Column as D;
+    use call_record::Column as C;
+    Query::select()
+        .column((call_record::Entity, C::CallId))
+        .column((call_record::Entity, C::StartTimeMs))
+        .column((call_record::Entity, C::DurationMs))
+        .expr_as(
+            Expr::col((call_duration::Entity, D::DurationMs)),
+            "carrier_ms",
+        )
+        .from(call_record::Entity)
+        .left_join(
+            call_duration::Entity,
+            Expr::col((call_duration::Entity, D::CarrierId))
+                .equals((call_record::Entity, C::CarrierId))
+                .and(
+                    Expr::col((call_duration::Entity, D::CallId))
+                        .equals((call_record::Entity, C::CallId)),
+                ),
+        )
+        .and_where(Expr::col((call_record::Entity, C::StartTimeMs)).gte(window.from_ms))
+        .and_where(Expr::col((call_record::Entity, C::StartTimeMs)).lt(window.to_ms))
+        .and_where(Expr::col((call_record::Entity, C::CallId)).gt(after))
+        .order_by((call_record::Entity, C::CallId), Order::Asc)
+        .limit(limit)
+        .to_owned()
 }
 
 fn group_by_carrier(keys: &[(String, String)]) -> HashMap<&str, Vec<&str>> {
