@@ -581,3 +581,25 @@ async fn quality_records_are_classified_and_streamed() {
         "nothing for fabrikam"
     );
 }
+
+/// Suspending a carrier ends its following record stream with PERMISSION_DENIED.
+#[tokio::test]
+async fn suspension_ends_followers() {
+    let app = two_carriers().await;
+    let mut options = stream_options(Some(0));
+    options.follow = true;
+    let mut stream = open_calls(&app, "contoso", options).await;
+    app.platform()
+        .await
+        .set_carrier_status(pb::SetCarrierStatusRequest {
+            carrier_id: "contoso".into(),
+            status: pb::CarrierStatus::Suspended as i32,
+        })
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the follower ends promptly")
+        .unwrap_err();
+    assert_error(&status, Code::PermissionDenied, "CARRIER_SUSPENDED");
+}
