@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::Authorizer;
 use super::convert::timestamp;
-use super::ingest::{DurationSink, Parsed, ingest_stream, upload_summary};
+use super::ingest::{DurationSink, Parsed, ingest_detached, upload_summary};
 use super::records_convert::{call_duration_from_pb, duration_from_ms, required_time_ms};
 use crate::domain::Violations;
 use crate::domain::ids::{CarrierId, parse_opaque_id};
@@ -311,16 +311,16 @@ impl CallDurationService for CallDurationApi {
             }
         }
         let sink = DurationSink {
-            store: &self.store,
-            carrier: &carrier.id,
+            store: self.store.clone(),
+            carrier: carrier.id.clone(),
         };
         let messages = futures::stream::iter([Ok(first)]).chain(stream);
         let carrier_id = carrier.id.clone();
-        let tally = ingest_stream(
-            &sink,
-            &self.metrics,
+        let tally = ingest_detached(
+            sink,
+            self.metrics.clone(),
             messages,
-            |message: pb::ReportCallDurationsRequest| {
+            move |message: pb::ReportCallDurationsRequest| {
                 message
                     .records
                     .iter()

@@ -42,19 +42,44 @@ impl<T: LogRecord> Sink<T> for Store {
 }
 
 /// Durations of the one authenticated carrier that uploads them.
-pub(crate) struct DurationSink<'a> {
-    pub store: &'a Store,
-    pub carrier: &'a CarrierId,
+pub(crate) struct DurationSink {
+    pub store: Store,
+    pub carrier: CarrierId,
 }
 
-impl Sink<CallDurationReport> for DurationSink<'_> {
+impl Sink<CallDurationReport> for DurationSink {
     async fn store(
         &self,
         batch: &[(CarrierId, CallDurationReport)],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let records: Vec<CallDurationReport> = batch.iter().map(|(_, r)| r.clone()).collect();
-        self.store.report_durations(self.carrier, &records).await
+        self.store.report_durations(&self.carrier, &records).await
     }
+}
+
+/// Runs [`ingest_stream`] in a task of its own. hyper drops an RPC's handler when its
+/// connection dies; the task lives on, sees the broken stream, and commits the valid records it
+/// had received before ending, so a client's retry has less to send again.
+pub(crate) async fn ingest_detached<M, T, S, K, P>(
+    sink: K,
+    metrics: Arc<StreamMetrics>,
+    stream: S,
+    parse: P,
+) -> Result<Tally, Status>
+where
+    M: Send + 'static,
+    T: Send + Sync + 'static,
+    S: Stream<Item = Result<M, Status>> + Unpin + Send + 'static,
+    K: Sink<T> + Send + 'static,
+    P: Fn(M) -> Vec<Parsed<T>> + Send + 'static,
+{
+    use tracing::Instrument;
+    let task = tokio::spawn(
+        async move { ingest_stream(&sink, &metrics, stream, parse).await }
+            .instrument(tracing::Span::current()),
+    );
+    task.await
+        .map_err(|e| Status::from(ApiError::Internal(format!("ingestion task: {e}"))))?
 }
 
 /// Valid records waiting for their commit, with their stream index and call id.
@@ -116,11 +141,9 @@ async fn commit<T, K: Sink<T>>(
 }
 
 /// Reads a client stream of batches, validating each record with `parse`, committing valid
-/// ones every [`COMMIT_EVERY`] records and at the end. When the connection breaks, hyper drops
-/// this future: what was committed stays, the records since the last commit were never
-/// acknowledged and are not stored, and the client's retry of the whole stream converges
-/// (committed records count as duplicates). A stream that ends with an error status commits
-/// what it received first.
+/// ones every [`COMMIT_EVERY`] records and at the end. A stream that breaks (an error from the
+/// client or the connection) commits the valid records it received, then ends with that error;
+/// the client's retry of the whole stream converges, committed records counting as duplicates.
 pub(crate) async fn ingest_stream<M, T, S, K>(
     sink: &K,
     metrics: &Arc<StreamMetrics>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::durations::{ReconPlan, discrepancy_stream, parse_classes, parse_recon, parse_window};
-use super::ingest::{ingest_stream, ingestion_summary, parse_carrier_batch};
+use super::ingest::{ingest_detached, ingestion_summary, parse_carrier_batch};
 use super::records_convert::duration_from_ms;
 use super::records_convert::{call_record_from_pb, quality_record_from_pb};
 use super::{Authorizer, decode_page_token, encode_page_token, page_size};
@@ -422,9 +422,9 @@ impl PlatformService for PlatformApi {
         request: Request<Streaming<pb::IngestCallRecordsRequest>>,
     ) -> Result<Response<pb::IngestCallRecordsResponse>, Status> {
         self.auth.platform(&request)?;
-        let tally = ingest_stream(
-            &self.store,
-            &self.metrics,
+        let tally = ingest_detached(
+            self.store.clone(),
+            self.metrics.clone(),
             request.into_inner(),
             |message: pb::IngestCallRecordsRequest| {
                 let records = message
@@ -445,9 +445,9 @@ impl PlatformService for PlatformApi {
         request: Request<Streaming<pb::IngestQualityRecordsRequest>>,
     ) -> Result<Response<pb::IngestQualityRecordsResponse>, Status> {
         self.auth.platform(&request)?;
-        let tally = ingest_stream(
-            &self.store,
-            &self.metrics,
+        let tally = ingest_detached(
+            self.store.clone(),
+            self.metrics.clone(),
             request.into_inner(),
             |message: pb::IngestQualityRecordsRequest| {
                 let records = message
