@@ -283,6 +283,31 @@ async fn insert_rows(
     Ok(())
 }
 
+/// A log's records of `carrier` with a cursor in `(after, latest]` that match `filter`, in
+/// cursor order. `columns` names the log table's (carrier, cursor, tenant, start time).
+fn log_query<E: EntityTrait>(
+    columns: (E::Column, E::Column, E::Column, E::Column),
+    carrier: &CarrierId,
+    (after, latest): (i64, i64),
+    filter: &RecordFilter,
+) -> sea_orm::Select<E> {
+    let (carrier_col, cursor, tenant, start) = columns;
+    let mut query = E::find()
+        .filter(carrier_col.eq(carrier.as_str()))
+        .filter(cursor.gt(after))
+        .filter(cursor.lte(latest));
+    if let Some(t) = &filter.tenant_id {
+        query = query.filter(tenant.eq(t.as_str()));
+    }
+    if let Some(from) = filter.start_from_ms {
+        query = query.filter(start.gte(from));
+    }
+    if let Some(before) = filter.start_before_ms {
+        query = query.filter(start.lt(before));
+    }
+    query.order_by_asc(cursor)
+}
+
 /// Takes `n` cursors of `kind` from the carrier's counter; returns the carrier row after it.
 async fn advance_cursor<C: ConnectionTrait>(
     tx: &C,
@@ -424,23 +449,12 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::CarrierNotFound(carrier.to_string()))?;
         let bounds = bounds_of(&row, kind);
+        let window = (after, bounds.latest);
         let rows: Vec<(i64, String)> = match kind {
             LogKind::CallRecords => {
                 use call_record::Column as C;
-                let mut q = call_record::Entity::find()
-                    .filter(C::CarrierId.eq(carrier.as_str()))
-                    .filter(C::Cursor.gt(after))
-                    .filter(C::Cursor.lte(bounds.latest));
-                if let Some(t) = &filter.tenant_id {
-                    q = q.filter(C::TenantId.eq(t.as_str()));
-                }
-                if let Some(from) = filter.start_from_ms {
-                    q = q.filter(C::StartTimeMs.gte(from));
-                }
-                if let Some(before) = filter.start_before_ms {
-                    q = q.filter(C::StartTimeMs.lt(before));
-                }
-                q.order_by_asc(C::Cursor)
+                let columns = (C::CarrierId, C::Cursor, C::TenantId, C::StartTimeMs);
+                log_query::<call_record::Entity>(columns, carrier, window, filter)
                     .limit(limit)
                     .all(&tx)
                     .await?
@@ -450,20 +464,8 @@ impl Store {
             }
             LogKind::QualityRecords => {
                 use quality_record::Column as C;
-                let mut q = quality_record::Entity::find()
-                    .filter(C::CarrierId.eq(carrier.as_str()))
-                    .filter(C::Cursor.gt(after))
-                    .filter(C::Cursor.lte(bounds.latest));
-                if let Some(t) = &filter.tenant_id {
-                    q = q.filter(C::TenantId.eq(t.as_str()));
-                }
-                if let Some(from) = filter.start_from_ms {
-                    q = q.filter(C::StartTimeMs.gte(from));
-                }
-                if let Some(before) = filter.start_before_ms {
-                    q = q.filter(C::StartTimeMs.lt(before));
-                }
-                q.order_by_asc(C::Cursor)
+                let columns = (C::CarrierId, C::Cursor, C::TenantId, C::StartTimeMs);
+                log_query::<quality_record::Entity>(columns, carrier, window, filter)
                     .limit(limit)
                     .all(&tx)
                     .await?
