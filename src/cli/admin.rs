@@ -7,6 +7,7 @@ use anyhow::Context;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_types::StatusExt;
 
+use crate::domain::usage::{civil_from_days, days_from_civil};
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_client::PlatformServiceClient;
 
@@ -168,14 +169,7 @@ fn day_start(date: &str) -> anyhow::Result<i64> {
         (1..=12).contains(&m) && (1..=31).contains(&d),
         "{date}: not a date"
     );
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Ok((era * 146_097 + doe - 719_468) * 86_400)
+    Ok(days_from_civil(y, i64::from(m), i64::from(d)) * 86_400)
 }
 
 /// A `[from, to]` day range as protobuf timestamps `[from 00:00, to+1 00:00)`.
@@ -202,16 +196,7 @@ fn utc_date(ts: Option<&prost_types::Timestamp>) -> String {
     let Some(ts) = ts else {
         return "-".into();
     };
-    // Civil from days (Howard Hinnant).
-    let z = ts.seconds.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = civil_from_days(ts.seconds.div_euclid(86_400));
     format!("{y:04}-{m:02}-{d:02}")
 }
 

@@ -81,7 +81,7 @@ pub fn period_start_ms(t_ms: i64, granularity: Granularity) -> i64 {
 ///
 /// Howard Hinnant's `civil_from_days`: shifts the year to start on 1 March, so the leap day is
 /// the last of the year, and works in 400-year eras of 146 097 days.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468; // days since 0000-03-01
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097; // day of era, [0, 146096]
@@ -97,7 +97,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 /// The day, counted from 1970-01-01, of a proleptic Gregorian date (month 1–12, day 1–31).
 ///
 /// Howard Hinnant's `days_from_civil`, the inverse of [`civil_from_days`].
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = year - i64::from(month <= 2); // the March-based year
     let era = y.div_euclid(400);
     let yoe = y - era * 400; // [0, 399]
