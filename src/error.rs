@@ -1,8 +1,9 @@
 //! One error type for every RPC, mapped to `tonic::Status` with AIP-193 details in one place.
 //!
 //! Every status carries exactly one `ErrorInfo` (domain `opconnect.v1`), plus `BadRequest` for
-//! invalid input and `RetryInfo` where a retry can succeed. Messages never carry internals:
-//! database errors are logged here and reach the client as a generic message.
+//! invalid input and `RetryInfo` where a retry can succeed. Every reason the gateway sends is a
+//! [`Reason`]; its code follows from it. Messages never carry internals: database errors are
+//! logged here and reach the client as a generic message.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,70 +11,130 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
+use crate::domain::Violation;
+use crate::domain::number::TransitionError;
+use crate::store::StoreError;
+
 /// The `ErrorInfo.domain` of every error the gateway returns.
 pub const ERROR_DOMAIN: &str = "opconnect.v1";
+
+/// Every `ErrorInfo.reason` the gateway sends (DESIGN §3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The client certificate carries no usable identity.
+    IdentityMissing,
+    /// The calling carrier is not registered.
+    CarrierUnknown,
+    /// The carrier is suspended.
+    CarrierSuspended,
+    /// The caller's role may not use this service.
+    RoleDenied,
+    /// A request field is invalid (with `BadRequest`).
+    InvalidField,
+    /// The events after a watch's start revision were purged.
+    RevisionCompacted,
+    /// The records after a stream's cursor were purged.
+    CursorExpired,
+    /// A start revision past the carrier's current revision.
+    RevisionAhead,
+    /// A cursor past the newest record.
+    CursorAhead,
+    /// No such number (for this caller).
+    NumberNotFound,
+    /// No such carrier.
+    CarrierNotFound,
+    /// No completed upload under this id.
+    UploadNotFound,
+    /// A carrier with this id exists with other attributes.
+    CarrierExists,
+    /// The number is provisioned with other attributes.
+    NumberAlreadyProvisioned,
+    /// The number belongs to another carrier.
+    NumberOwnedByOtherCarrier,
+    /// The number is released and cannot be assigned.
+    NumberNotAssignable,
+    /// The number is not assigned.
+    NumberNotAssigned,
+    /// The server is shutting down.
+    ServerShuttingDown,
+    /// The database is unreachable or failed.
+    StoreUnavailable,
+    /// A bug or an unexpected state.
+    Internal,
+}
+
+impl Reason {
+    /// The reason as sent, in UPPER_SNAKE_CASE.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IdentityMissing => "IDENTITY_MISSING",
+            Self::CarrierUnknown => "CARRIER_UNKNOWN",
+            Self::CarrierSuspended => "CARRIER_SUSPENDED",
+            Self::RoleDenied => "ROLE_DENIED",
+            Self::InvalidField => "INVALID_FIELD",
+            Self::RevisionCompacted => "REVISION_COMPACTED",
+            Self::CursorExpired => "CURSOR_EXPIRED",
+            Self::RevisionAhead => "REVISION_AHEAD",
+            Self::CursorAhead => "CURSOR_AHEAD",
+            Self::NumberNotFound => "NUMBER_NOT_FOUND",
+            Self::CarrierNotFound => "CARRIER_NOT_FOUND",
+            Self::UploadNotFound => "UPLOAD_NOT_FOUND",
+            Self::CarrierExists => "CARRIER_EXISTS",
+            Self::NumberAlreadyProvisioned => "NUMBER_ALREADY_PROVISIONED",
+            Self::NumberOwnedByOtherCarrier => "NUMBER_OWNED_BY_OTHER_CARRIER",
+            Self::NumberNotAssignable => "NUMBER_NOT_ASSIGNABLE",
+            Self::NumberNotAssigned => "NUMBER_NOT_ASSIGNED",
+            Self::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
+            Self::StoreUnavailable => "STORE_UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+
+    /// The status code this reason is sent with.
+    pub fn code(self) -> Code {
+        match self {
+            Self::IdentityMissing => Code::Unauthenticated,
+            Self::CarrierUnknown | Self::CarrierSuspended | Self::RoleDenied => {
+                Code::PermissionDenied
+            }
+            Self::InvalidField => Code::InvalidArgument,
+            Self::RevisionCompacted
+            | Self::CursorExpired
+            | Self::NumberAlreadyProvisioned
+            | Self::NumberOwnedByOtherCarrier
+            | Self::NumberNotAssignable
+            | Self::NumberNotAssigned => Code::FailedPrecondition,
+            Self::RevisionAhead | Self::CursorAhead => Code::OutOfRange,
+            Self::NumberNotFound | Self::CarrierNotFound | Self::UploadNotFound => Code::NotFound,
+            Self::CarrierExists => Code::AlreadyExists,
+            Self::ServerShuttingDown | Self::StoreUnavailable => Code::Unavailable,
+            Self::Internal => Code::Internal,
+        }
+    }
+}
 
 /// An error an RPC returns to its caller.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The client certificate carries no usable identity.
-    #[error("the client certificate carries no usable identity: {0}")]
-    IdentityMissing(String),
-    /// The caller is not allowed to call this method.
+    /// The request was refused for `reason`; the code follows from it.
     #[error("{message}")]
-    PermissionDenied {
-        /// `CARRIER_UNKNOWN`, `CARRIER_SUSPENDED` or `ROLE_DENIED`.
-        reason: &'static str,
-        /// Human-readable explanation.
+    Refused {
+        /// Why.
+        reason: Reason,
+        /// Human-readable explanation, safe to send.
         message: String,
+        /// Dynamic values (the id concerned, bounds), sent as `ErrorInfo.metadata`.
+        metadata: Vec<(&'static str, String)>,
     },
     /// One or more request fields are invalid.
     #[error("invalid request: {}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
-    /// A thing the request names does not exist (for this caller).
-    #[error("{message}")]
-    NotFound {
-        /// `NUMBER_NOT_FOUND`, `CARRIER_NOT_FOUND`, ...
-        reason: &'static str,
-        /// Human-readable explanation.
-        message: String,
-        /// Dynamic values (the id that was not found).
-        metadata: Vec<(&'static str, String)>,
-    },
-    /// The request conflicts with the current state.
-    #[error("{message}")]
-    FailedPrecondition {
-        /// `NUMBER_NOT_ASSIGNABLE`, `REVISION_COMPACTED`, ...
-        reason: &'static str,
-        /// Human-readable explanation.
-        message: String,
-        /// Dynamic values.
-        metadata: Vec<(&'static str, String)>,
-    },
-    /// The thing to create exists already with other content.
-    #[error("{message}")]
-    AlreadyExists {
-        /// `CARRIER_EXISTS`, ...
-        reason: &'static str,
-        /// Human-readable explanation.
-        message: String,
-    },
-    /// A revision or cursor lies past the end.
-    #[error("{message}")]
-    OutOfRange {
-        /// `REVISION_AHEAD`, `CURSOR_AHEAD`.
-        reason: &'static str,
-        /// Human-readable explanation.
-        message: String,
-        /// Dynamic values.
-        metadata: Vec<(&'static str, String)>,
-    },
     /// The server is shutting down; the client should resume elsewhere or later.
-    #[error("the server is shutting down; resume from your last revision")]
+    #[error("the server is shutting down; resume from your last revision or cursor")]
     ShuttingDown,
     /// The database failed or is unreachable. The cause is logged, never sent.
     #[error("store unavailable")]
-    Store(#[source] sea_orm::DbErr),
+    Store(#[source] StoreError),
     /// A bug or an unexpected state; the cause is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -87,52 +148,188 @@ fn describe(violations: &[FieldViolation]) -> String {
         .join("; ")
 }
 
+// === Named constructors: every refusal the API sends ===
+
 impl ApiError {
-    /// An `INVALID_ARGUMENT` for one field.
+    fn refused(reason: Reason, message: String, metadata: Vec<(&'static str, String)>) -> Self {
+        Self::Refused {
+            reason,
+            message,
+            metadata,
+        }
+    }
+
+    /// `INVALID_ARGUMENT` for one field.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
-    /// The `ErrorInfo.reason` this error is sent with.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::IdentityMissing(_) => "IDENTITY_MISSING",
-            Self::PermissionDenied { reason, .. }
-            | Self::NotFound { reason, .. }
-            | Self::FailedPrecondition { reason, .. }
-            | Self::AlreadyExists { reason, .. }
-            | Self::OutOfRange { reason, .. } => reason,
-            Self::InvalidArgument(_) => "INVALID_FIELD",
-            Self::ShuttingDown => "SERVER_SHUTTING_DOWN",
-            Self::Store(_) => "STORE_UNAVAILABLE",
-            Self::Internal(_) => "INTERNAL",
-        }
+    /// The client certificate carries no usable identity, for the reason `why`.
+    pub fn identity_missing(why: String) -> Self {
+        Self::refused(
+            Reason::IdentityMissing,
+            format!("the client certificate carries no usable identity: {why}"),
+            Vec::new(),
+        )
     }
 
-    fn code(&self) -> Code {
+    /// The calling carrier is not registered.
+    pub fn carrier_unknown() -> Self {
+        Self::refused(
+            Reason::CarrierUnknown,
+            "this carrier is not registered at the gateway".into(),
+            Vec::new(),
+        )
+    }
+
+    /// The carrier is suspended.
+    pub fn carrier_suspended() -> Self {
+        Self::refused(
+            Reason::CarrierSuspended,
+            "this carrier is suspended".into(),
+            Vec::new(),
+        )
+    }
+
+    /// The service is only for `role` identities.
+    pub fn role_denied(role: &str) -> Self {
+        Self::refused(
+            Reason::RoleDenied,
+            format!("this service is only for {role} identities"),
+            Vec::new(),
+        )
+    }
+
+    /// The events after `start` were purged; `oldest` is the oldest retained revision.
+    pub fn revision_compacted(start: i64, oldest: i64, current: i64) -> Self {
+        Self::refused(
+            Reason::RevisionCompacted,
+            format!(
+                "events after revision {start} were purged; list the numbers again and watch from the list's revision"
+            ),
+            vec![
+                ("oldest_revision", oldest.to_string()),
+                ("current_revision", current.to_string()),
+            ],
+        )
+    }
+
+    /// `start` lies past the carrier's `current` revision.
+    pub fn revision_ahead(start: i64, current: i64) -> Self {
+        Self::refused(
+            Reason::RevisionAhead,
+            format!("start_revision {start} is past the current revision {current}"),
+            vec![("current_revision", current.to_string())],
+        )
+    }
+
+    /// The records after `start` were purged; `oldest` is the oldest retained cursor.
+    pub fn cursor_expired(start: i64, oldest: i64) -> Self {
+        Self::refused(
+            Reason::CursorExpired,
+            format!(
+                "records after cursor {start} were purged by retention; resume from oldestCursor - 1"
+            ),
+            vec![("oldestCursor", oldest.to_string())],
+        )
+    }
+
+    /// `cursor` lies past the newest record, `latest`.
+    pub fn cursor_ahead(cursor: i64, latest: i64) -> Self {
+        Self::refused(
+            Reason::CursorAhead,
+            format!("cursor {cursor} is past the newest record ({latest})"),
+            vec![("latestCursor", latest.to_string())],
+        )
+    }
+
+    /// No number `number` (another carrier's number looks the same).
+    pub fn number_not_found(number: &str) -> Self {
+        Self::refused(
+            Reason::NumberNotFound,
+            format!("number {number} not found"),
+            vec![("number", number.to_owned())],
+        )
+    }
+
+    /// No carrier `id`.
+    pub fn carrier_not_found(id: &str) -> Self {
+        Self::refused(
+            Reason::CarrierNotFound,
+            format!("carrier {id} is not registered"),
+            vec![("carrier_id", id.to_owned())],
+        )
+    }
+
+    /// No completed upload `upload_id` of this carrier.
+    pub fn upload_not_found(upload_id: &str) -> Self {
+        Self::refused(
+            Reason::UploadNotFound,
+            format!("no completed upload {upload_id}"),
+            vec![("upload_id", upload_id.to_owned())],
+        )
+    }
+
+    /// The `ErrorInfo.reason` this error is sent with.
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::IdentityMissing(_) => Code::Unauthenticated,
-            Self::PermissionDenied { .. } => Code::PermissionDenied,
-            Self::InvalidArgument(_) => Code::InvalidArgument,
-            Self::NotFound { .. } => Code::NotFound,
-            Self::FailedPrecondition { .. } => Code::FailedPrecondition,
-            Self::AlreadyExists { .. } => Code::AlreadyExists,
-            Self::OutOfRange { .. } => Code::OutOfRange,
-            Self::ShuttingDown | Self::Store(_) => Code::Unavailable,
-            Self::Internal(_) => Code::Internal,
+            Self::Refused { reason, .. } => *reason,
+            Self::InvalidArgument(_) => Reason::InvalidField,
+            Self::ShuttingDown => Reason::ServerShuttingDown,
+            Self::Store(_) => Reason::StoreUnavailable,
+            Self::Internal(_) => Reason::Internal,
         }
     }
 }
 
-impl From<sea_orm::DbErr> for ApiError {
-    fn from(err: sea_orm::DbErr) -> Self {
-        Self::Store(err)
+impl From<Vec<Violation>> for ApiError {
+    fn from(violations: Vec<Violation>) -> Self {
+        Self::InvalidArgument(
+            violations
+                .into_iter()
+                .map(|v| FieldViolation::new(v.field, v.description))
+                .collect(),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::CarrierNotFound(id) => Self::carrier_not_found(&id),
+            StoreError::CarrierExists(id) => Self::refused(
+                Reason::CarrierExists,
+                format!("carrier {id} exists with another name or SIP domain"),
+                Vec::new(),
+            ),
+            StoreError::NumberNotFound(number) => Self::number_not_found(&number),
+            StoreError::Transition { number, error } => {
+                let (reason, what) = match error {
+                    TransitionError::AlreadyProvisioned => (
+                        Reason::NumberAlreadyProvisioned,
+                        "is already provisioned with other attributes; release it first",
+                    ),
+                    TransitionError::OwnedByOtherCarrier => (
+                        Reason::NumberOwnedByOtherCarrier,
+                        "belongs to another carrier",
+                    ),
+                    TransitionError::NotAssignable => (Reason::NumberNotAssignable, "is released"),
+                    TransitionError::NotAssigned => (Reason::NumberNotAssigned, "is not assigned"),
+                };
+                Self::refused(
+                    reason,
+                    format!("number {number} {what}"),
+                    vec![("number", number)],
+                )
+            }
+            StoreError::Corrupt(what) => Self::Internal(what),
+            db @ StoreError::Db(_) => Self::Store(db),
+        }
     }
 }
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
-        let code = err.code();
         let reason = err.reason();
         let mut details = ErrorDetails::new();
         let mut metadata: HashMap<String, String> = HashMap::new();
@@ -140,9 +337,7 @@ impl From<ApiError> for Status {
             ApiError::InvalidArgument(violations) => {
                 details.set_bad_request(violations.clone());
             }
-            ApiError::NotFound { metadata: m, .. }
-            | ApiError::FailedPrecondition { metadata: m, .. }
-            | ApiError::OutOfRange { metadata: m, .. } => {
+            ApiError::Refused { metadata: m, .. } => {
                 metadata.extend(m.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
             }
             ApiError::Store(cause) => {
@@ -153,10 +348,9 @@ impl From<ApiError> for Status {
                 details.set_retry_info(Some(Duration::from_millis(100)));
             }
             ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
-            _ => {}
         }
-        details.set_error_info(reason, ERROR_DOMAIN, metadata);
-        Status::with_error_details(code, err.to_string(), details)
+        details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
+        Status::with_error_details(reason.code(), err.to_string(), details)
     }
 }
 

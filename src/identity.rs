@@ -3,7 +3,7 @@
 //!
 //! The TLS handshake already proved the certificate was signed by the client CA; this module
 //! only reads which identity it names. Whether a carrier is registered and active is checked
-//! against the store by [`crate::api::Authorizer`].
+//! against the store by `api::Authorizer`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -145,7 +145,7 @@ where
             Ok(caller) => caller,
             Err(why) => {
                 tracing::warn!(%method, %why, "refused: no usable identity");
-                let status = tonic::Status::from(ApiError::IdentityMissing(why));
+                let status = tonic::Status::from(ApiError::identity_missing(why));
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
@@ -157,20 +157,8 @@ where
         Box::pin(
             async move {
                 let started = Instant::now();
-                let response = inner.call(req).await;
-                if let Ok(response) = &response {
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("0");
-                    tracing::info!(
-                        grpc_status = code,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "rpc answered"
-                    );
-                }
-                response
+                let response = inner.call(req).await?;
+                Ok(crate::rpc_log::log_response(response, started))
             }
             .instrument(span),
         )

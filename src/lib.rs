@@ -1,21 +1,24 @@
 //! opconnect: the gRPC gateway between the Teams Operator Connect platform and carriers.
 //!
-//! Crate map: `config` (settings), `telemetry` (logs), `pki` (certificates), `identity`
-//! (client certificate → caller), `domain` (validated types and pure rules), `store` (sea-orm
-//! persistence), `feed` (change notification), `api` (gRPC services), `server` (wiring),
-//! `cli` (commands), `pb` (generated code).
+//! The public surface is what a user of the library needs: the generated protocol (`pb`), the
+//! server (`server`, configured by `config`), certificates (`pki`), logging (`telemetry`),
+//! stream accounting (`metrics`) and the command line (`cli`). Everything else is internal:
+//! `identity` (client certificate → caller), `domain` (validated types and pure rules),
+//! `store` (sea-orm persistence), `feed` (change notification), `api` (gRPC services),
+//! `error` (errors → `Status`), `rpc_log` (the per-RPC log line).
 #![forbid(unsafe_code)]
 
-pub mod api;
+mod api;
 pub mod cli;
 pub mod config;
 pub mod domain;
-pub mod error;
-pub mod feed;
-pub mod identity;
+mod error;
+mod feed;
+mod identity;
 pub mod metrics;
 pub mod pb;
 pub mod pki;
+mod rpc_log;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -9,7 +9,6 @@ pub struct StreamMetrics {
     open_streams: AtomicI64,
     buffered_bytes: AtomicI64,
     peak_buffered_bytes: AtomicI64,
-    records_delivered: AtomicU64,
     records_ingested: AtomicU64,
 }
 
@@ -29,11 +28,6 @@ impl StreamMetrics {
         self.peak_buffered_bytes.load(Ordering::Relaxed)
     }
 
-    /// Records handed to clients by record streams.
-    pub fn records_delivered(&self) -> u64 {
-        self.records_delivered.load(Ordering::Relaxed)
-    }
-
     /// Records stored by ingestion.
     pub fn records_ingested(&self) -> u64 {
         self.records_ingested.load(Ordering::Relaxed)
@@ -51,9 +45,8 @@ impl StreamMetrics {
         self.peak_buffered_bytes.fetch_max(now, Ordering::Relaxed);
     }
 
-    pub(crate) fn unbuffered(&self, bytes: i64, records: u64) {
+    pub(crate) fn unbuffered(&self, bytes: i64) {
         self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.records_delivered.fetch_add(records, Ordering::Relaxed);
     }
 
     pub(crate) fn ingested(&self, records: u64) {

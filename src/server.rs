@@ -18,14 +18,17 @@ use crate::api::assignment::AssignmentApi;
 use crate::api::durations::CallDurationApi;
 use crate::api::platform::PlatformApi;
 use crate::api::records::CallRecordApi;
+use crate::api::{Authorizer, Streams};
 use crate::config::Settings;
+use crate::domain::calendar::DAY_MS;
+use crate::domain::records::LogKind;
 use crate::identity::IdentityLayer;
 use crate::metrics::StreamMetrics;
 use crate::pb::v1::assignment_service_server::AssignmentServiceServer;
 use crate::pb::v1::call_duration_service_server::CallDurationServiceServer;
 use crate::pb::v1::call_record_service_server::CallRecordServiceServer;
 use crate::pb::v1::platform_service_server::PlatformServiceServer;
-use crate::store::{LogKind, Store, StoreOptions, now_ms};
+use crate::store::{Store, StoreOptions, now_ms};
 
 /// Why the server could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,9 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The reflection service could not be built from the descriptor sets.
+    #[error("reflection: {0}")]
+    Reflection(String),
     /// Serving failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -196,12 +202,12 @@ impl App {
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
-            .map_err(|e| ServerError::Tls(format!("reflection: {e}")))?;
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
-            .map_err(|e| ServerError::Tls(format!("reflection: {e}")))?;
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
 
         let change_listener = store.spawn_listener(streams_end.clone());
         let purge = tokio::spawn(purge_loop(
@@ -216,6 +222,13 @@ impl App {
             Err(e) => tracing::warn!(error = %e, "listener has no local address"),
         }
 
+        let auth = Authorizer::new(store.clone());
+        let streams = Streams::new(
+            auth.clone(),
+            store.feed().clone(),
+            streams_end.clone(),
+            metrics.clone(),
+        );
         let stopping = streams_end.clone();
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let health_on_stop = health.clone();
@@ -227,6 +240,12 @@ impl App {
                 .await;
             health_on_stop
                 .set_not_serving::<CallRecordServiceServer<CallRecordApi>>()
+                .await;
+            health_on_stop
+                .set_not_serving::<CallDurationServiceServer<CallDurationApi>>()
+                .await;
+            health_on_stop
+                .set_not_serving::<PlatformServiceServer<PlatformApi>>()
                 .await;
             stopping.cancel();
         };
@@ -240,22 +259,25 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(AssignmentServiceServer::new(AssignmentApi::new(
                 store.clone(),
-                streams_end.clone(),
+                auth.clone(),
+                streams.clone(),
             )))
             .add_service(CallRecordServiceServer::new(CallRecordApi::new(
                 store.clone(),
-                streams_end.clone(),
-                metrics.clone(),
+                auth.clone(),
+                streams.clone(),
             )))
             .add_service(CallDurationServiceServer::new(CallDurationApi::new(
                 store.clone(),
-                streams_end.clone(),
+                auth.clone(),
+                streams.clone(),
                 metrics.clone(),
             )))
             .add_service(PlatformServiceServer::new(PlatformApi::new(
                 store.clone(),
+                auth,
+                streams,
                 metrics,
-                streams_end.clone(),
             )))
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
         tokio::pin!(serve);
@@ -298,7 +320,6 @@ async fn purge_loop(store: Store, settings: Settings, stop: CancellationToken) {
 
 /// One retention pass over every data class, in bounded batches.
 async fn purge_pass(store: &Store, settings: &Settings) {
-    const DAY_MS: i64 = 86_400_000;
     let now = now_ms();
     let days = |d: u32| now - i64::from(d) * DAY_MS;
     let results = [

@@ -8,12 +8,13 @@ use futures::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::domain::Violation;
+use crate::domain::durations::IngestOutcome;
 use crate::domain::durations::{CallDurationReport, Rejection, RejectionKind, Tally};
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
+use crate::error::ApiResult;
 use crate::metrics::StreamMetrics;
-use crate::pb::v1 as pb;
-use crate::store::{IngestOutcome, LogRecord, Store, StoreError};
+use crate::store::{LogRecord, Store};
 
 /// Valid records are committed once this many are pending (each commit costs a few ms).
 const COMMIT_EVERY: usize = 2_000;
@@ -32,12 +33,12 @@ pub(crate) trait Sink<T>: Sync {
     fn store(
         &self,
         batch: &[(CarrierId, T)],
-    ) -> impl Future<Output = Result<Vec<IngestOutcome>, StoreError>> + Send;
+    ) -> impl Future<Output = ApiResult<Vec<IngestOutcome>>> + Send;
 }
 
 impl<T: LogRecord> Sink<T> for Store {
-    async fn store(&self, batch: &[(CarrierId, T)]) -> Result<Vec<IngestOutcome>, StoreError> {
-        self.ingest(batch).await
+    async fn store(&self, batch: &[(CarrierId, T)]) -> ApiResult<Vec<IngestOutcome>> {
+        Ok(self.ingest(batch).await?)
     }
 }
 
@@ -51,9 +52,9 @@ impl Sink<CallDurationReport> for DurationSink {
     async fn store(
         &self,
         batch: &[(CarrierId, CallDurationReport)],
-    ) -> Result<Vec<IngestOutcome>, StoreError> {
+    ) -> ApiResult<Vec<IngestOutcome>> {
         let records: Vec<CallDurationReport> = batch.iter().map(|(_, r)| r.clone()).collect();
-        self.store.report_durations(&self.carrier, &records).await
+        Ok(self.store.report_durations(&self.carrier, &records).await?)
     }
 }
 
@@ -224,48 +225,6 @@ where
         "ingestion finished"
     );
     Ok(tally)
-}
-
-fn rejection_to_pb(r: &Rejection) -> pb::RecordRejection {
-    pb::RecordRejection {
-        index: r.index,
-        call_id: r.call_id.clone(),
-        field: r.field.clone(),
-        reason: match r.kind {
-            RejectionKind::InvalidField => pb::RejectionReason::InvalidField,
-            RejectionKind::Conflict => pb::RejectionReason::Conflict,
-            RejectionKind::CarrierUnknown => pb::RejectionReason::CarrierUnknown,
-        } as i32,
-        description: r.description.clone(),
-    }
-}
-
-/// A tally as the ingestion summary of PlatformService.
-pub(crate) fn ingestion_summary(t: &Tally) -> pb::IngestionSummary {
-    pb::IngestionSummary {
-        received: t.received,
-        accepted: t.accepted,
-        duplicates: t.duplicates,
-        rejected: t.rejected,
-        rejections: t.rejections.iter().map(rejection_to_pb).collect(),
-    }
-}
-
-/// A tally as the upload summary of CallDurationService.
-pub(crate) fn upload_summary(
-    upload_id: &str,
-    t: &Tally,
-    complete_time_ms: i64,
-) -> pb::UploadSummary {
-    pb::UploadSummary {
-        upload_id: upload_id.to_owned(),
-        received: t.received,
-        accepted: t.accepted,
-        duplicates: t.duplicates,
-        rejected: t.rejected,
-        rejections: t.rejections.iter().map(rejection_to_pb).collect(),
-        complete_time: Some(super::convert::timestamp(complete_time_ms)),
-    }
 }
 
 /// Validates a batch of (carrier id, record) pairs as the platform ingests them.

@@ -5,11 +5,16 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::durations::{ReconPlan, discrepancy_stream, parse_classes, parse_recon, parse_window};
-use super::ingest::{ingest_detached, ingestion_summary, parse_carrier_batch};
-use super::records_convert::duration_from_ms;
-use super::records_convert::{call_record_from_pb, quality_record_from_pb};
-use super::{Authorizer, decode_page_token, encode_page_token, page_size};
+use super::Authorizer;
+use super::ingest::{ingest_detached, parse_carrier_batch};
+use super::page_token::{decode_page_token, encode_page_token, page_size};
+use super::reconciliation::{
+    DiscrepancySource, ReconPlan, parse_classes, parse_recon, parse_window, reconciliation_report,
+};
+use super::stream::{ServerStream, Streams};
+use super::wire::records::{call_record_from_pb, quality_record_from_pb};
+use super::wire::summary::ingestion_summary;
+use super::wire::time::{duration_from_ms, timestamp};
 use crate::domain::Violations;
 use crate::domain::carrier::CarrierStatus;
 use crate::domain::ids::{
@@ -23,30 +28,34 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::StreamMetrics;
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_server::PlatformService;
-use crate::store::{Store, StoreError};
-use tokio_util::sync::CancellationToken;
+use crate::store::Store;
 
 /// Most numbers one provisioning or release may name.
 const MAX_BATCH: usize = 1_000;
 
 /// Implementation of `opconnect.v1.PlatformService`.
 #[derive(Debug, Clone)]
-pub struct PlatformApi {
+pub(crate) struct PlatformApi {
     store: Store,
     auth: Authorizer,
+    /// Discrepancy streams run here.
+    streams: Streams,
     metrics: Arc<StreamMetrics>,
-    /// Ends discrepancy streams at shutdown.
-    shutdown: CancellationToken,
 }
 
 impl PlatformApi {
     /// The service over `store`, counting ingestion in `metrics`.
-    pub fn new(store: Store, metrics: Arc<StreamMetrics>, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        auth: Authorizer,
+        streams: Streams,
+        metrics: Arc<StreamMetrics>,
+    ) -> Self {
         Self {
-            auth: Authorizer::new(store.clone()),
             store,
+            auth,
+            streams,
             metrics,
-            shutdown,
         }
     }
 }
@@ -59,7 +68,7 @@ const USAGE_PAGE: u64 = 5_000;
 fn usage_figure_to_pb(f: &UsageFigure) -> pb::UsageFigure {
     pb::UsageFigure {
         number: f.number.clone(),
-        period_start: Some(super::convert::timestamp(f.period_start_ms)),
+        period_start: Some(timestamp(f.period_start_ms)),
         duration_source: match f.source {
             DurationSource::Operator => pb::DurationSource::Operator,
             DurationSource::Platform => pb::DurationSource::Platform,
@@ -138,7 +147,7 @@ impl PlatformApi {
             return Err(checked.err().unwrap_or_default().into());
         };
         if self.store.carrier(carrier.as_str()).await?.is_none() {
-            return Err(StoreError::CarrierNotFound(carrier.to_string()).into());
+            return Err(ApiError::carrier_not_found(carrier.as_str()));
         }
         Ok((carrier, plan, classes))
     }
@@ -223,7 +232,7 @@ impl PlatformApi {
             .store
             .number_owner(&number)
             .await?
-            .ok_or_else(|| StoreError::NumberNotFound(number.to_string()))?;
+            .ok_or_else(|| ApiError::number_not_found(number.as_str()))?;
         let sip_uri = if req.sip_uri.is_empty() {
             SipUri::default_for(&number, &owner.sip_domain)
         } else {
@@ -263,7 +272,7 @@ impl PlatformApi {
             return Err(checked.err().unwrap_or_default().into());
         };
         if self.store.carrier(carrier.as_str()).await?.is_none() {
-            return Err(StoreError::CarrierNotFound(carrier.to_string()).into());
+            return Err(ApiError::carrier_not_found(carrier.as_str()));
         }
         let request = Provisioning {
             tenant_id: tenant,
@@ -480,16 +489,11 @@ impl PlatformService for PlatformApi {
         let (carrier, plan, _) = self
             .reconciliation_target(&req.carrier_id, req.window.as_ref(), &[])
             .await?;
-        let report = super::durations::reconciliation_report(&self.store, &carrier, plan).await?;
+        let report = reconciliation_report(&self.store, &carrier, plan).await?;
         Ok(Response::new(report))
     }
 
-    type ListDiscrepanciesStream = std::pin::Pin<
-        Box<
-            dyn futures::Stream<Item = Result<pb::PlatformServiceListDiscrepanciesResponse, Status>>
-                + Send,
-        >,
-    >;
+    type ListDiscrepanciesStream = ServerStream<pb::PlatformServiceListDiscrepanciesResponse>;
 
     async fn list_discrepancies(
         &self,
@@ -500,13 +504,13 @@ impl PlatformService for PlatformApi {
         let (carrier, plan, classes) = self
             .reconciliation_target(&req.carrier_id, req.window.as_ref(), &req.classes)
             .await?;
-        Ok(Response::new(discrepancy_stream(
+        let source = DiscrepancySource::new(
             self.store.clone(),
-            carrier,
+            carrier.clone(),
             plan,
             classes,
-            self.shutdown.clone(),
             |discrepancies| pb::PlatformServiceListDiscrepanciesResponse { discrepancies },
-        )))
+        );
+        Ok(Response::new(self.streams.open(carrier, source)))
     }
 }

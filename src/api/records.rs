@@ -1,57 +1,47 @@
 //! `CallRecordService`: a carrier reads its call and quality records as cursor-based streams,
 //! optionally following new ones, and stores its consumer position.
 
-use std::pin::Pin;
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use super::Authorizer;
-use super::records_convert::{call_record_to_pb, optional_time_ms, quality_record_to_pb};
+use super::stream::{ServerStream, Source, Step, Streams};
+use super::wire::records::{call_record_to_pb, quality_record_to_pb};
+use super::wire::time::optional_time_ms;
 use crate::domain::Violations;
-use crate::domain::carrier::Carrier;
-use crate::domain::ids::TenantId;
-use crate::domain::records::{CallRecord, QualityRecord};
+use crate::domain::ids::{CarrierId, TenantId};
+use crate::domain::records::{CallRecord, LogKind, QualityRecord, RecordFilter};
 use crate::error::{ApiError, ApiResult};
-use crate::metrics::StreamMetrics;
+use crate::feed::CarrierSignal;
 use crate::pb::v1 as pb;
 use crate::pb::v1::call_record_service_server::CallRecordService;
-use crate::store::{LogBounds, LogKind, LogRecord, RecordFilter, Store, StoreError};
+use crate::store::{LogRecord, Store};
 
 /// Records read from the database per query.
 const PAGE: u64 = 1_000;
 /// A response message stops growing past this many encoded bytes.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
-/// Messages waiting per stream; together with HTTP/2 flow control this bounds what a client
-/// that stops reading costs: at most this many messages, then the producer waits.
-const STREAM_BUFFER: usize = 2;
 /// A following stream re-reads and re-checks the carrier this often even without a wake-up.
 const FOLLOW_RECHECK: Duration = Duration::from_secs(5);
 
 /// Implementation of `opconnect.v1.CallRecordService`.
 #[derive(Debug, Clone)]
-pub struct CallRecordApi {
+pub(crate) struct CallRecordApi {
     store: Store,
     auth: Authorizer,
-    shutdown: CancellationToken,
-    metrics: Arc<StreamMetrics>,
+    streams: Streams,
 }
 
 impl CallRecordApi {
-    /// The service over `store`; streams end when `shutdown` is cancelled.
-    pub fn new(store: Store, shutdown: CancellationToken, metrics: Arc<StreamMetrics>) -> Self {
+    /// The service over `store`; record streams run on `streams`.
+    pub(crate) fn new(store: Store, auth: Authorizer, streams: Streams) -> Self {
         Self {
-            auth: Authorizer::new(store.clone()),
             store,
-            shutdown,
-            metrics,
+            auth,
+            streams,
         }
     }
 }
@@ -64,27 +54,6 @@ fn kind_from_pb(raw: i32) -> ApiResult<LogKind> {
             "kind",
             "must be RECORD_KIND_CALL_RECORDS or RECORD_KIND_QUALITY_RECORDS",
         )),
-    }
-}
-
-fn expired(start: i64, bounds: LogBounds) -> ApiError {
-    ApiError::FailedPrecondition {
-        reason: "CURSOR_EXPIRED",
-        message: format!(
-            "records after cursor {start} were purged by retention; resume from oldestCursor - 1"
-        ),
-        metadata: vec![("oldestCursor", (bounds.purged_through + 1).to_string())],
-    }
-}
-
-fn ahead(cursor: i64, bounds: LogBounds) -> ApiError {
-    ApiError::OutOfRange {
-        reason: "CURSOR_AHEAD",
-        message: format!(
-            "cursor {cursor} is past the newest record ({})",
-            bounds.latest
-        ),
-        metadata: vec![("latestCursor", bounds.latest.to_string())],
     }
 }
 
@@ -144,7 +113,7 @@ fn plan_stream(options: Option<&pb::RecordStreamOptions>) -> ApiResult<StreamPla
 }
 
 /// How a record type becomes a response message.
-trait Wire: LogRecord + 'static {
+trait Wire: LogRecord + Send + 'static {
     type Item: Message + Send + 'static;
     type Response: Message + Send + 'static;
     fn to_pb(cursor: i64, record: &Self) -> Self::Item;
@@ -186,222 +155,158 @@ impl Wire for QualityRecord {
     }
 }
 
-/// Why a record stream stopped.
-enum Stop {
-    /// Nothing more to send (end of log, or `max_records` reached).
-    Done,
-    /// The client went away.
-    ClientGone,
-    /// End with this error.
-    Fail(ApiError),
-}
-
-impl From<ApiError> for Stop {
-    fn from(e: ApiError) -> Self {
-        Self::Fail(e)
-    }
-}
-
-impl From<StoreError> for Stop {
-    fn from(e: StoreError) -> Self {
-        Self::Fail(e.into())
-    }
-}
-
-/// The producer of one record stream.
-struct Producer<T: Wire> {
+/// One record stream's reads and encoding.
+struct RecordSource<T: Wire> {
     store: Store,
-    auth: Authorizer,
-    carrier: Carrier,
+    carrier: CarrierId,
     plan: StreamPlan,
-    tx: mpsc::Sender<(usize, usize, Result<T::Response, Status>)>,
-    shutdown: CancellationToken,
-    metrics: Arc<StreamMetrics>,
+    /// Everything up to here was delivered or filtered out; `None` before the first read.
+    cursor: Option<i64>,
+    /// Records read but not yet sent, in cursor order.
+    buffered: VecDeque<(i64, T)>,
+    /// Where the page being sent ends (records filtered out included), once it is sent.
+    page_end: Option<i64>,
+    /// The last page was short: the log is read to its end.
+    at_end: bool,
     /// Records delivered so far, for `max_records`.
     delivered: u64,
     /// The last `next_cursor` sent.
     sent_cursor: i64,
 }
 
-impl<T: Wire> Producer<T> {
-    async fn send(&mut self, records: Vec<T::Item>, next_cursor: i64) -> Result<(), Stop> {
-        let count = records.len();
-        let msg = T::response(records, next_cursor);
-        let bytes = msg.encoded_len();
-        self.metrics
-            .buffered(i64::try_from(bytes).unwrap_or(i64::MAX));
-        tokio::select! {
-            sent = self.tx.send((bytes, count, Ok(msg))) => {
-                if sent.is_err() {
-                    self.metrics.unbuffered(i64::try_from(bytes).unwrap_or(i64::MAX), 0);
-                    return Err(Stop::ClientGone);
-                }
-            }
-            () = self.shutdown.cancelled() => {
-                self.metrics.unbuffered(i64::try_from(bytes).unwrap_or(i64::MAX), 0);
-                return Err(Stop::Fail(ApiError::ShuttingDown));
-            }
+impl<T: Wire> RecordSource<T> {
+    fn new(store: Store, carrier: CarrierId, plan: StreamPlan) -> Self {
+        Self {
+            store,
+            carrier,
+            plan,
+            cursor: None,
+            buffered: VecDeque::new(),
+            page_end: None,
+            at_end: false,
+            delivered: 0,
+            sent_cursor: 0,
         }
-        self.sent_cursor = next_cursor;
-        Ok(())
     }
 
     /// The cursor to start after, checked against the log's bounds.
-    async fn start(&self) -> Result<i64, Stop> {
+    async fn start(&self) -> ApiResult<i64> {
         let kind = T::KIND;
-        let bounds = self.store.log_bounds(&self.carrier.id, kind).await?;
+        let bounds = self.store.log_bounds(&self.carrier, kind).await?;
         let start = match self.plan.after_cursor {
             Some(c) => c,
             None => self
                 .store
-                .committed_cursor(&self.carrier.id, kind)
+                .committed_cursor(&self.carrier, kind)
                 .await?
                 .unwrap_or(bounds.purged_through),
         };
         if start < bounds.purged_through {
-            return Err(expired(start, bounds).into());
+            return Err(ApiError::cursor_expired(start, bounds.purged_through + 1));
         }
         if start > bounds.latest {
-            return Err(ahead(start, bounds).into());
+            return Err(ApiError::cursor_ahead(start, bounds.latest));
         }
         Ok(start)
     }
 
-    /// Sends every record after `cursor` up to the end of the log; returns the new cursor.
-    async fn drain(&mut self, mut cursor: i64) -> Result<i64, Stop> {
-        loop {
-            let page = self
-                .store
-                .read_records::<T>(&self.carrier.id, cursor, &self.plan.filter, PAGE)
-                .await?;
-            if page.bounds.purged_through > cursor {
-                return Err(expired(cursor, page.bounds).into());
-            }
-            let at_end = (page.records.len() as u64) < PAGE;
-            let mut batch = Vec::new();
-            let mut batch_bytes = 0;
-            for (record_cursor, record) in &page.records {
-                if self.plan.max_records.is_some_and(|m| self.delivered >= m) {
-                    break;
-                }
-                let item = T::to_pb(*record_cursor, record);
-                batch_bytes += item.encoded_len();
-                batch.push(item);
-                self.delivered += 1;
-                cursor = *record_cursor;
-                if batch_bytes >= MAX_MESSAGE_BYTES {
-                    self.send(std::mem::take(&mut batch), cursor).await?;
-                    batch_bytes = 0;
-                }
-            }
-            if self.plan.max_records.is_some_and(|m| self.delivered >= m) {
-                if !batch.is_empty() || cursor > self.sent_cursor {
-                    self.send(batch, cursor).await?;
-                }
-                return Err(Stop::Done);
-            }
-            cursor = cursor.max(page.next_cursor);
-            if !batch.is_empty() || cursor > self.sent_cursor {
-                self.send(batch, cursor).await?;
-            }
-            if at_end {
-                return Ok(cursor);
-            }
-        }
+    fn max_reached(&self) -> bool {
+        self.plan.max_records.is_some_and(|m| self.delivered >= m)
     }
 
-    async fn run(&mut self) -> Result<(), Stop> {
-        let mut signals = self.store.feed().subscribe(self.carrier.id.as_str());
-        let mut status_epoch = signals.borrow_and_update().status_epoch;
-        let mut cursor = self.start().await?;
+    /// A message with `records`, resuming after `cursor`.
+    fn message(&mut self, records: Vec<T::Item>, cursor: i64) -> Step<T::Response> {
         self.sent_cursor = cursor;
-        loop {
-            cursor = self.drain(cursor).await?;
-            if !self.plan.follow {
-                return Err(Stop::Done);
-            }
-            // Wait until this log moved past `cursor`, the carrier changed, or the recheck
-            // timer fired (a notification from another instance may have been missed).
-            loop {
-                tokio::select! {
-                    () = self.shutdown.cancelled() => return Err(Stop::Fail(ApiError::ShuttingDown)),
-                    () = self.tx.closed() => return Err(Stop::ClientGone),
-                    changed = signals.changed() => {
-                        if changed.is_err() {
-                            return Err(Stop::Fail(ApiError::Internal("change feed closed".into())));
-                        }
-                        let signal = *signals.borrow_and_update();
-                        if signal.status_epoch != status_epoch {
-                            // A status change, or a wake-up after missed notices: re-check
-                            // the carrier and re-read the log.
-                            status_epoch = signal.status_epoch;
-                            self.auth.active_carrier(self.carrier.id.as_str()).await?;
-                            break;
-                        }
-                        if T::signal(&signal) > cursor {
-                            break;
-                        }
-                    }
-                    () = tokio::time::sleep(FOLLOW_RECHECK) => {
-                        self.auth.active_carrier(self.carrier.id.as_str()).await?;
-                        break;
-                    }
-                }
-            }
-        }
+        Step::Send(T::response(records, cursor))
     }
 }
 
-type RecordStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
+impl<T: Wire> Source for RecordSource<T> {
+    type Message = T::Response;
 
-impl CallRecordApi {
-    fn open<T: Wire + Clone>(
-        &self,
-        carrier: Carrier,
-        plan: StreamPlan,
-    ) -> RecordStream<T::Response> {
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let mut producer = Producer::<T> {
-            store: self.store.clone(),
-            auth: self.auth.clone(),
-            carrier,
-            plan,
-            tx,
-            shutdown: self.shutdown.clone(),
-            metrics: self.metrics.clone(),
-            delivered: 0,
-            sent_cursor: 0,
+    async fn next(&mut self) -> ApiResult<Step<T::Response>> {
+        let mut cursor = match self.cursor {
+            Some(c) => c,
+            None => {
+                let c = self.start().await?;
+                self.sent_cursor = c;
+                c
+            }
         };
-        let metrics = self.metrics.clone();
-        let open = metrics.open_stream();
-        tokio::spawn(
-            async move {
-                match producer.run().await {
-                    Ok(()) | Err(Stop::Done) | Err(Stop::ClientGone) => {}
-                    Err(Stop::Fail(err)) => {
-                        tracing::info!(reason = err.reason(), "record stream ended");
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(1),
-                            producer.tx.send((0, 0, Err(err.into()))),
-                        )
-                        .await;
+        loop {
+            if self.max_reached() {
+                return Ok(Step::End);
+            }
+            if self.buffered.is_empty() {
+                if let Some(end) = self.page_end.take() {
+                    // Records filtered out of the page still move the resume point.
+                    cursor = cursor.max(end);
+                    self.cursor = Some(cursor);
+                    if cursor > self.sent_cursor {
+                        return Ok(self.message(Vec::new(), cursor));
                     }
                 }
-                drop(open);
+                if std::mem::take(&mut self.at_end) {
+                    return Ok(if self.plan.follow {
+                        Step::CaughtUp
+                    } else {
+                        Step::End
+                    });
+                }
+                let page = self
+                    .store
+                    .read_records::<T>(&self.carrier, cursor, &self.plan.filter, PAGE)
+                    .await?;
+                if page.bounds.purged_through > cursor {
+                    return Err(ApiError::cursor_expired(
+                        cursor,
+                        page.bounds.purged_through + 1,
+                    ));
+                }
+                self.at_end = (page.records.len() as u64) < PAGE;
+                self.page_end = Some(page.next_cursor);
+                self.buffered = page.records.into();
+                self.cursor = Some(cursor);
+                continue;
             }
-            .instrument(tracing::Span::current()),
-        );
-        let stream = ReceiverStream::new(rx).map(move |(bytes, records, item)| {
-            metrics.unbuffered(i64::try_from(bytes).unwrap_or(i64::MAX), records as u64);
-            item
-        });
-        Box::pin(stream)
+            let mut batch = Vec::new();
+            let mut batch_bytes = 0;
+            while !self.max_reached() && batch_bytes < MAX_MESSAGE_BYTES {
+                let Some((record_cursor, record)) = self.buffered.pop_front() else {
+                    break;
+                };
+                let item = T::to_pb(record_cursor, &record);
+                batch_bytes += item.encoded_len();
+                batch.push(item);
+                self.delivered += 1;
+                cursor = record_cursor;
+            }
+            if self.max_reached() {
+                self.buffered.clear();
+                self.page_end = None;
+            } else if self.buffered.is_empty()
+                && let Some(end) = self.page_end.take()
+            {
+                // The page's last message also covers the records filtered out after it.
+                cursor = cursor.max(end);
+            }
+            self.cursor = Some(cursor);
+            return Ok(self.message(batch, cursor));
+        }
+    }
+
+    fn woken_by(&self, signal: &CarrierSignal) -> bool {
+        self.cursor.is_some_and(|c| T::signal(signal) > c)
+    }
+
+    fn idle_after(&self) -> Duration {
+        FOLLOW_RECHECK
     }
 }
 
 #[tonic::async_trait]
 impl CallRecordService for CallRecordApi {
-    type StreamCallRecordsStream = RecordStream<pb::StreamCallRecordsResponse>;
+    type StreamCallRecordsStream = ServerStream<pb::StreamCallRecordsResponse>;
 
     async fn stream_call_records(
         &self,
@@ -409,10 +314,13 @@ impl CallRecordService for CallRecordApi {
     ) -> Result<Response<Self::StreamCallRecordsStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
         let plan = plan_stream(request.get_ref().options.as_ref())?;
-        Ok(Response::new(self.open::<CallRecord>(carrier, plan)))
+        Ok(Response::new(self.streams.open(
+            carrier.id.clone(),
+            RecordSource::<CallRecord>::new(self.store.clone(), carrier.id, plan),
+        )))
     }
 
-    type StreamQualityRecordsStream = RecordStream<pb::StreamQualityRecordsResponse>;
+    type StreamQualityRecordsStream = ServerStream<pb::StreamQualityRecordsResponse>;
 
     async fn stream_quality_records(
         &self,
@@ -420,7 +328,10 @@ impl CallRecordService for CallRecordApi {
     ) -> Result<Response<Self::StreamQualityRecordsStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
         let plan = plan_stream(request.get_ref().options.as_ref())?;
-        Ok(Response::new(self.open::<QualityRecord>(carrier, plan)))
+        Ok(Response::new(self.streams.open(
+            carrier.id.clone(),
+            RecordSource::<QualityRecord>::new(self.store.clone(), carrier.id, plan),
+        )))
     }
 
     async fn commit_cursor(
@@ -439,7 +350,7 @@ impl CallRecordService for CallRecordApi {
             .await
             .map_err(ApiError::from)?;
         if req.cursor > bounds.latest {
-            return Err(ahead(req.cursor, bounds).into());
+            return Err(ApiError::cursor_ahead(req.cursor, bounds.latest).into());
         }
         self.store
             .commit_cursor(&carrier.id, kind, req.cursor)

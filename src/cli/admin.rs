@@ -7,7 +7,7 @@ use anyhow::Context;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_types::StatusExt;
 
-use crate::domain::usage::{civil_from_days, days_from_civil};
+use crate::domain::calendar::{civil_from_days, days_from_civil};
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_client::PlatformServiceClient;
 

@@ -86,6 +86,28 @@ impl Tally {
     }
 }
 
+/// What ingestion did with one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored now.
+    Accepted,
+    /// Identical to the stored record; not stored again.
+    Duplicate,
+    /// Another record is stored under the same key; this one was refused.
+    Conflict,
+    /// The carrier is not registered.
+    CarrierUnknown,
+}
+
+/// A completed upload's stored summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUpload {
+    /// What the upload did.
+    pub tally: Tally,
+    /// When it completed, Unix ms.
+    pub complete_time_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

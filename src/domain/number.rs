@@ -233,6 +233,51 @@ pub fn release(current: &NumberState, now_ms: i64) -> Transition {
     Some((EventKind::Released, next))
 }
 
+/// Filters of a number listing or watch.
+#[derive(Debug, Clone, Default)]
+pub struct NumberFilter {
+    /// Only this tenant.
+    pub tenant_id: Option<TenantId>,
+    /// Only this status.
+    pub status: Option<NumberStatus>,
+}
+
+impl NumberFilter {
+    /// Whether `state` passes the filter.
+    pub fn matches(&self, state: &NumberState) -> bool {
+        self.tenant_id
+            .as_ref()
+            .is_none_or(|t| &state.tenant_id == t)
+            && self.status.is_none_or(|s| state.status == s)
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct NumberPage {
+    /// The numbers, ascending.
+    pub numbers: Vec<NumberState>,
+    /// Whether more numbers follow the last one.
+    pub more: bool,
+    /// The carrier's revision when the page was read.
+    pub revision: i64,
+}
+
+/// One entry of a carrier's number-event log.
+#[derive(Debug, Clone)]
+pub struct NumberEvent {
+    /// Gapless per-carrier revision.
+    pub revision: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The number after the event.
+    pub state: NumberState,
+    /// The number before the event, if it existed.
+    pub previous: Option<NumberState>,
+    /// Commit time, Unix milliseconds.
+    pub commit_time_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

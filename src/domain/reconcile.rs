@@ -148,6 +148,21 @@ impl ReconTotals {
     }
 }
 
+/// One call as reconciliation sees it: either side may be missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconRow {
+    /// The call id.
+    pub call_id: String,
+    /// The tenant (the platform's record where present).
+    pub tenant_id: String,
+    /// The call's start (the platform's record where present).
+    pub start_time_ms: i64,
+    /// The platform's side.
+    pub platform: Option<PlatformSide>,
+    /// The carrier's duration.
+    pub carrier_ms: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

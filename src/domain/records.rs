@@ -133,3 +133,43 @@ pub enum Classification {
     /// None past its threshold, at least one missing.
     Unclassified,
 }
+
+/// Which log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogKind {
+    /// Call detail records.
+    CallRecords,
+    /// Call quality records.
+    QualityRecords,
+}
+
+/// Filters of a record read.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFilter {
+    /// Only this tenant.
+    pub tenant_id: Option<TenantId>,
+    /// Only records starting at or after this time (Unix ms).
+    pub start_from_ms: Option<i64>,
+    /// Only records starting before this time (Unix ms).
+    pub start_before_ms: Option<i64>,
+}
+
+/// A log's bounds for one carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// Every record up to this cursor was purged.
+    pub purged_through: i64,
+    /// The newest record's cursor.
+    pub latest: i64,
+}
+
+/// One read from a log.
+#[derive(Debug, Clone)]
+pub struct RecordPage<T> {
+    /// Matching records with their cursors, in cursor order.
+    pub records: Vec<(i64, T)>,
+    /// Every record up to this cursor was read or filtered out.
+    pub next_cursor: i64,
+    /// The log's bounds when it was read.
+    pub bounds: LogBounds,
+}

@@ -10,49 +10,17 @@ use sea_orm::{
 };
 
 use super::entities::{call_duration, call_record, upload};
-use super::{IngestOutcome, Store, StoreError, now_ms};
-use crate::domain::durations::{CallDurationReport, Tally};
+use super::{Store, StoreError, now_ms};
+use crate::domain::calendar::Window;
+use crate::domain::durations::{CallDurationReport, IngestOutcome, StoredUpload, Tally};
 use crate::domain::ids::{CarrierId, TenantId};
-use crate::domain::reconcile::PlatformSide;
+use crate::domain::reconcile::{PlatformSide, ReconRow};
 use crate::domain::usage::UsageCall;
 
 /// Keys looked up per statement.
 const KEYS_PER_STATEMENT: usize = 500;
 /// Rows per insert statement (7 columns).
 const ROWS_PER_STATEMENT: usize = 1_000;
-
-/// A half-open time window `[from_ms, to_ms)` over call start times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// Inclusive start, Unix ms.
-    pub from_ms: i64,
-    /// Exclusive end, Unix ms.
-    pub to_ms: i64,
-}
-
-/// One call as reconciliation sees it: either side may be missing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReconRow {
-    /// The call id.
-    pub call_id: String,
-    /// The tenant (the platform's record where present).
-    pub tenant_id: String,
-    /// The call's start (the platform's record where present).
-    pub start_time_ms: i64,
-    /// The platform's side.
-    pub platform: Option<PlatformSide>,
-    /// The carrier's duration.
-    pub carrier_ms: Option<i64>,
-}
-
-/// A completed upload's stored summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredUpload {
-    /// What the upload did.
-    pub tally: Tally,
-    /// When it completed, Unix ms.
-    pub complete_time_ms: i64,
-}
 
 #[derive(Debug, FromQueryResult)]
 struct PlatformJoinRow {

@@ -20,9 +20,7 @@ pub mod migration;
 mod numbers;
 mod records;
 
-pub use durations::{ReconRow, StoredUpload, Window};
-pub use numbers::{EventRecord, NumberFilter, NumberPage};
-pub use records::{IngestOutcome, LogBounds, LogKind, LogRecord, RecordFilter, RecordPage};
+pub use records::LogRecord;
 
 /// Advisory-lock key taken while migrating on PostgreSQL, so instances starting together do
 /// not race (ASCII "opcnmigr").

@@ -17,60 +17,15 @@ use super::carriers::{advance_revision, lock_carrier};
 use super::entities::{carrier, number, number_event};
 use super::{Store, StoreError, notify, now_ms};
 use crate::domain::carrier::Carrier;
-use crate::domain::ids::{CarrierId, E164, TenantId};
+use crate::domain::ids::{CarrierId, E164};
 use crate::domain::number::{
-    self as rules, Assignment, EventKind, NumberState, NumberStatus, Provisioning, Transition,
-    TransitionError,
+    self as rules, Assignment, EventKind, NumberEvent, NumberFilter, NumberPage, NumberState,
+    NumberStatus, Provisioning, Transition, TransitionError,
 };
 use crate::feed::Notice;
 
 /// Rows per multi-row statement: far below SQLite's 32,766 bind variables for 8 columns.
 const ROWS_PER_STATEMENT: usize = 1_000;
-
-/// Filters of a number listing or watch.
-#[derive(Debug, Clone, Default)]
-pub struct NumberFilter {
-    /// Only this tenant.
-    pub tenant_id: Option<TenantId>,
-    /// Only this status.
-    pub status: Option<NumberStatus>,
-}
-
-impl NumberFilter {
-    /// Whether `state` passes the filter.
-    pub fn matches(&self, state: &NumberState) -> bool {
-        self.tenant_id
-            .as_ref()
-            .is_none_or(|t| &state.tenant_id == t)
-            && self.status.is_none_or(|s| state.status == s)
-    }
-}
-
-/// One page of a listing.
-#[derive(Debug, Clone)]
-pub struct NumberPage {
-    /// The numbers, ascending.
-    pub numbers: Vec<NumberState>,
-    /// Whether more numbers follow the last one.
-    pub more: bool,
-    /// The carrier's revision when the page was read.
-    pub revision: i64,
-}
-
-/// One entry of a carrier's number-event log.
-#[derive(Debug, Clone)]
-pub struct EventRecord {
-    /// Gapless per-carrier revision.
-    pub revision: i64,
-    /// What happened.
-    pub kind: EventKind,
-    /// The number after the event.
-    pub state: NumberState,
-    /// The number before the event, if it existed.
-    pub previous: Option<NumberState>,
-    /// Commit time, Unix milliseconds.
-    pub commit_time_ms: i64,
-}
 
 fn status_code(status: NumberStatus) -> i16 {
     match status {
@@ -88,7 +43,7 @@ fn encode_state(state: &NumberState) -> Result<String, StoreError> {
     serde_json::to_string(state).map_err(|e| StoreError::Corrupt(format!("number state: {e}")))
 }
 
-impl TryFrom<number_event::Model> for EventRecord {
+impl TryFrom<number_event::Model> for NumberEvent {
     type Error = StoreError;
 
     fn try_from(m: number_event::Model) -> Result<Self, StoreError> {
@@ -449,7 +404,7 @@ impl Store {
         carrier: &CarrierId,
         after: i64,
         limit: u64,
-    ) -> Result<Vec<EventRecord>, StoreError> {
+    ) -> Result<Vec<NumberEvent>, StoreError> {
         number_event::Entity::find()
             .filter(number_event::Column::CarrierId.eq(carrier.as_str()))
             .filter(number_event::Column::Revision.gt(after))
@@ -458,7 +413,7 @@ impl Store {
             .all(&self.db)
             .await?
             .into_iter()
-            .map(EventRecord::try_from)
+            .map(NumberEvent::try_from)
             .collect()
     }
 

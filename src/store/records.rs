@@ -19,8 +19,12 @@ use serde::de::DeserializeOwned;
 
 use super::entities::{call_record, carrier, consumer_cursor, quality_record};
 use super::{Store, StoreError, notify, now_ms};
+use crate::domain::durations::IngestOutcome;
 use crate::domain::ids::{CarrierId, TenantId};
-use crate::domain::records::{CallDirection, CallRecord, Classification, QualityRecord};
+use crate::domain::records::{
+    CallDirection, CallRecord, Classification, LogBounds, LogKind, QualityRecord, RecordFilter,
+    RecordPage,
+};
 use crate::feed::Notice;
 
 /// Keys looked up per statement.
@@ -30,16 +34,14 @@ const ROWS_PER_STATEMENT: usize = 1_000;
 /// How often a batch is retried when a concurrent writer stored the same key first.
 const CONFLICT_RETRIES: usize = 3;
 
-/// Which log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LogKind {
-    /// Call detail records.
-    CallRecords,
-    /// Call quality records.
-    QualityRecords,
+/// Storage of a log kind: its code and carrier-row columns.
+trait LogColumns {
+    fn code(self) -> i16;
+    fn counter(self) -> carrier::Column;
+    fn purged_column(self) -> carrier::Column;
 }
 
-impl LogKind {
+impl LogColumns for LogKind {
     fn code(self) -> i16 {
         match self {
             Self::CallRecords => 1,
@@ -125,50 +127,6 @@ impl LogRecord for QualityRecord {
             Classification::Unclassified => 3,
         }
     }
-}
-
-/// What ingestion did with one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IngestOutcome {
-    /// Stored now.
-    Accepted,
-    /// Identical to the stored record; not stored again.
-    Duplicate,
-    /// Another record is stored under the same key; this one was refused.
-    Conflict,
-    /// The carrier is not registered.
-    CarrierUnknown,
-}
-
-/// Filters of a record read.
-#[derive(Debug, Clone, Default)]
-pub struct RecordFilter {
-    /// Only this tenant.
-    pub tenant_id: Option<TenantId>,
-    /// Only records starting at or after this time (Unix ms).
-    pub start_from_ms: Option<i64>,
-    /// Only records starting before this time (Unix ms).
-    pub start_before_ms: Option<i64>,
-}
-
-/// A log's bounds for one carrier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogBounds {
-    /// Every record up to this cursor was purged.
-    pub purged_through: i64,
-    /// The newest record's cursor.
-    pub latest: i64,
-}
-
-/// One read from a log.
-#[derive(Debug, Clone)]
-pub struct RecordPage<T> {
-    /// Matching records with their cursors, in cursor order.
-    pub records: Vec<(i64, T)>,
-    /// Every record up to this cursor was read or filtered out.
-    pub next_cursor: i64,
-    /// The log's bounds when it was read.
-    pub bounds: LogBounds,
 }
 
 fn bounds_of(c: &carrier::Model, kind: LogKind) -> LogBounds {

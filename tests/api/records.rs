@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use opconnect::domain::records::LogKind;
 use opconnect::pb::v1 as pb;
-use opconnect::store::LogKind;
 use rand::Rng;
 use tonic::Code;
 use tonic::codec::Streaming;

@@ -6,9 +6,12 @@
 //! sub-millisecond part of a wire timestamp or call duration is truncated. Jitter and round-trip
 //! times are kept as fractional milliseconds and survive the round trip exactly.
 
-use prost_types::{Duration, Timestamp};
+use prost_types::Duration;
 
-use super::convert::timestamp;
+use super::time::{
+    MILLIS_PER_SECOND, NANOS_PER_MILLI, NANOS_PER_SECOND, duration_from_fractional_ms,
+    duration_from_ms, optional_time_ms, required_time_ms, timestamp,
+};
 use crate::domain::durations::CallDurationReport;
 use crate::domain::ids::{E164, SipDomain, TenantId, parse_opaque_id, parse_optional_opaque_id};
 use crate::domain::quality;
@@ -19,10 +22,6 @@ use crate::domain::records::{
 use crate::domain::{Violation, Violations};
 use crate::pb::v1 as pb;
 
-/// 2000-01-01T00:00:00Z in Unix milliseconds; earlier times are mistakes, not records.
-const MIN_TIME_MS: i64 = 946_684_800_000;
-/// 2100-01-01T00:00:00Z in Unix milliseconds; this and later times are mistakes too.
-const MAX_TIME_MS: i64 = 4_102_444_800_000;
 /// The longest call a record may report: 24 hours.
 const MAX_CALL_DURATION_SECONDS: i64 = 24 * 60 * 60;
 /// How far a call's duration may exceed `end_time - start_time`: the platform measures the
@@ -36,9 +35,6 @@ const MAX_NAME_LEN: usize = 64;
 const MAX_SIP_PHRASE_CHARS: usize = 256;
 /// Largest Microsoft sub-code.
 const MAX_MICROSOFT_SUBCODE: i32 = 999_999;
-const NANOS_PER_SECOND: i64 = 1_000_000_000;
-const NANOS_PER_MILLI: i64 = 1_000_000;
-const MILLIS_PER_SECOND: i64 = 1_000;
 
 // === Wire → domain ===
 
@@ -318,29 +314,6 @@ fn check_max_not_below_avg(
     }
 }
 
-/// A wire timestamp as Unix milliseconds (sub-millisecond part truncated), within
-/// [2000-01-01, 2100-01-01).
-fn time_ms(ts: &Timestamp) -> Result<i64, String> {
-    if !(0..NANOS_PER_SECOND).contains(&i64::from(ts.nanos)) {
-        return Err("nanos must be from 0 to 999999999".into());
-    }
-    ts.seconds
-        .checked_mul(MILLIS_PER_SECOND)
-        .and_then(|ms| ms.checked_add(i64::from(ts.nanos) / NANOS_PER_MILLI))
-        .filter(|ms| (MIN_TIME_MS..MAX_TIME_MS).contains(ms))
-        .ok_or_else(|| "must lie between 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z".to_owned())
-}
-
-/// A required wire timestamp as Unix milliseconds.
-pub(crate) fn required_time_ms(ts: Option<&Timestamp>) -> Result<i64, String> {
-    ts.ok_or_else(|| "is required".to_owned()).and_then(time_ms)
-}
-
-/// An optional wire timestamp as Unix milliseconds.
-pub(crate) fn optional_time_ms(ts: Option<&Timestamp>) -> Result<Option<i64>, String> {
-    ts.map(time_ms).transpose()
-}
-
 /// A wire duration as whole seconds and nanoseconds, both non-negative, at most
 /// `max_seconds`; `limit` words the bound for the caller.
 fn bounded_duration(d: &Duration, max_seconds: i64, limit: &str) -> Result<(i64, i64), String> {
@@ -521,28 +494,10 @@ fn poor_reason_to_pb(reason: PoorReason) -> pb::PoorReason {
     }
 }
 
-/// Milliseconds as a protobuf duration (seconds and nanos share the sign, as protobuf asks).
-pub(crate) fn duration_from_ms(ms: i64) -> Duration {
-    Duration {
-        seconds: ms / MILLIS_PER_SECOND,
-        nanos: i32::try_from(ms % MILLIS_PER_SECOND * NANOS_PER_MILLI).unwrap_or(0),
-    }
-}
-
-/// Fractional milliseconds as a protobuf duration, to the nearest nanosecond. Validated
-/// metrics are 0 to 60 s; anything else saturates rather than panics.
-fn duration_from_fractional_ms(ms: f64) -> Duration {
-    // `as` saturates and maps NaN to 0.
-    let total_nanos = (ms * NANOS_PER_MILLI as f64).round() as i64;
-    Duration {
-        seconds: total_nanos / NANOS_PER_SECOND,
-        nanos: i32::try_from(total_nanos % NANOS_PER_SECOND).unwrap_or(0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost_types::Timestamp;
 
     /// 2024-05-01T12:00:00Z.
     const T0: i64 = 1_714_564_800;

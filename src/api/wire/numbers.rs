@@ -1,19 +1,10 @@
-//! Domain → wire conversions.
+//! Numbers, events and carriers between the domain and the wire.
 
-use prost_types::Timestamp;
-
+use super::time::timestamp;
 use crate::domain::carrier::{Carrier, CarrierStatus};
+use crate::domain::number::NumberEvent;
 use crate::domain::number::{Capability, EventKind, NumberState, NumberStatus, NumberUsage};
 use crate::pb::v1 as pb;
-use crate::store::EventRecord;
-
-/// A Unix-milliseconds time as a protobuf timestamp.
-pub(crate) fn timestamp(ms: i64) -> Timestamp {
-    Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-    }
-}
 
 pub(crate) fn status_to_pb(status: NumberStatus) -> pb::NumberStatus {
     match status {
@@ -74,8 +65,8 @@ impl From<&NumberState> for pb::TelephoneNumber {
     }
 }
 
-impl From<&EventRecord> for pb::NumberEvent {
-    fn from(e: &EventRecord) -> Self {
+impl From<&NumberEvent> for pb::NumberEvent {
+    fn from(e: &NumberEvent) -> Self {
         Self {
             revision: e.revision,
             r#type: event_kind_to_pb(e.kind) as i32,

@@ -1,0 +1,292 @@
+//! The one engine every server stream runs on: `WatchNumbers`, `StreamCallRecords`,
+//! `StreamQualityRecords` and both `ListDiscrepancies`.
+//!
+//! A stream is a spawned producer feeding a small bounded channel that tonic drains at the
+//! client's pace. The engine owns everything streams have in common: the channel, the carrier's
+//! wake-ups (feed, status epoch, idle timer), the carrier re-check that ends every stream of a
+//! suspended carrier, shutdown, client-gone detection, and the final status sent with a bounded
+//! wait. A stream supplies only a [`Source`]: what it reads next and how it encodes it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::Instrument;
+
+use super::auth::Authorizer;
+use crate::domain::ids::CarrierId;
+use crate::error::ApiError;
+use crate::feed::{CarrierSignal, Feed};
+use crate::metrics::StreamMetrics;
+
+/// The response stream type of every server-streaming RPC.
+pub(crate) type ServerStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send>>;
+
+/// Messages waiting per stream. Together with HTTP/2 flow control this bounds what a client
+/// that stops reading costs: this many messages, then the producer waits; the rest stays in
+/// the database.
+const BUFFER: usize = 2;
+
+/// How long the final status waits for room in the channel: a client that stopped reading
+/// gets a second to take it, and shutdown never waits on it longer.
+const STATUS_GRACE: Duration = Duration::from_secs(1);
+
+/// What a [`Source`] produced on one read.
+pub(crate) enum Step<M> {
+    /// Send this message, then read again.
+    Send(M),
+    /// Nothing more for now: wait until the carrier's data moves, or the idle timer fires.
+    CaughtUp,
+    /// The stream is complete and ends with OK.
+    End,
+}
+
+/// What a server stream reads and how it encodes it; the engine does the rest.
+pub(crate) trait Source: Send + Sync + 'static {
+    /// The response message.
+    type Message: prost::Message + Send + 'static;
+
+    /// Reads what comes next. Errors end the stream with their status.
+    fn next(&mut self) -> impl Future<Output = Result<Step<Self::Message>, ApiError>> + Send;
+
+    /// Whether a carrier signal may mean there is something new to read after
+    /// [`Step::CaughtUp`].
+    fn woken_by(&self, _signal: &CarrierSignal) -> bool {
+        false
+    }
+
+    /// How long a caught-up stream stays quiet before the engine re-checks the carrier, reads
+    /// again (a notice from another instance may have been missed) and asks for [`Self::idle`].
+    fn idle_after(&self) -> Duration;
+
+    /// The message sent when a caught-up stream was quiet for [`Self::idle_after`] and the
+    /// re-read found nothing (a progress checkpoint), if any.
+    fn idle(&mut self) -> Option<Self::Message> {
+        None
+    }
+}
+
+/// Why a producer stopped before its source ended.
+enum Stop {
+    /// The client went away: nothing more to send.
+    ClientGone,
+    /// End the stream with this error.
+    Fail(ApiError),
+}
+
+impl From<ApiError> for Stop {
+    fn from(e: ApiError) -> Self {
+        Self::Fail(e)
+    }
+}
+
+/// Opens server streams; one per service, cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Streams {
+    auth: Authorizer,
+    feed: Feed,
+    /// Cancelled when the server shuts down: every stream then ends with UNAVAILABLE.
+    shutdown: CancellationToken,
+    metrics: Arc<StreamMetrics>,
+}
+
+impl Streams {
+    /// An engine checking carriers with `auth`, woken by `feed`, ended by `shutdown`.
+    pub(crate) fn new(
+        auth: Authorizer,
+        feed: Feed,
+        shutdown: CancellationToken,
+        metrics: Arc<StreamMetrics>,
+    ) -> Self {
+        Self {
+            auth,
+            feed,
+            shutdown,
+            metrics,
+        }
+    }
+
+    /// Starts a stream about `carrier`'s data, produced by `source`. It ends when the source
+    /// ends, fails, the client leaves, the server shuts down, or the carrier is suspended.
+    pub(crate) fn open<S: Source>(
+        &self,
+        carrier: CarrierId,
+        source: S,
+    ) -> ServerStream<S::Message> {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        // Subscribe before the source's first read, so no commit in between goes unnoticed.
+        let mut signals = self.feed.subscribe(carrier.as_str());
+        let status_epoch = signals.borrow_and_update().status_epoch;
+        let mut producer = Producer {
+            auth: self.auth.clone(),
+            carrier,
+            tx,
+            signals,
+            status_epoch,
+            data_moved: false,
+            shutdown: self.shutdown.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let open = self.metrics.open_stream();
+        tokio::spawn(
+            async move {
+                match producer.run(source).await {
+                    Ok(()) | Err(Stop::ClientGone) => {}
+                    Err(Stop::Fail(err)) => {
+                        tracing::debug!(reason = err.reason().as_str(), "stream ended");
+                        let _ = tokio::time::timeout(
+                            STATUS_GRACE,
+                            producer.tx.send((0, Err(err.into()))),
+                        )
+                        .await;
+                    }
+                }
+                drop(open);
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let metrics = self.metrics.clone();
+        Box::pin(ReceiverStream::new(rx).map(move |(bytes, item)| {
+            metrics.unbuffered(bytes);
+            item
+        }))
+    }
+}
+
+/// One running stream.
+struct Producer<M> {
+    auth: Authorizer,
+    carrier: CarrierId,
+    /// Each message travels with its encoded size, for the buffered-bytes accounting.
+    tx: mpsc::Sender<(i64, Result<M, Status>)>,
+    signals: watch::Receiver<CarrierSignal>,
+    /// The carrier's status epoch last checked; a new one means "re-check the carrier".
+    status_epoch: u64,
+    /// A data change was consumed while sending: read again before waiting.
+    data_moved: bool,
+    shutdown: CancellationToken,
+    metrics: Arc<StreamMetrics>,
+}
+
+impl<M: prost::Message + Send + 'static> Producer<M> {
+    async fn run<S: Source<Message = M>>(&mut self, mut source: S) -> Result<(), Stop> {
+        let mut idle_due = Instant::now() + source.idle_after();
+        // Whether the idle timer fired and nothing was sent since.
+        let mut quiet = false;
+        loop {
+            self.recheck_if_changed().await?;
+            match source.next().await? {
+                Step::Send(message) => {
+                    self.send(message).await?;
+                    idle_due = Instant::now() + source.idle_after();
+                    quiet = false;
+                }
+                Step::End => return Ok(()),
+                Step::CaughtUp if std::mem::take(&mut self.data_moved) => {}
+                Step::CaughtUp => {
+                    if std::mem::take(&mut quiet)
+                        && let Some(message) = source.idle()
+                    {
+                        self.send(message).await?;
+                        idle_due = Instant::now() + source.idle_after();
+                    }
+                    if self.wait(&source, idle_due).await? {
+                        quiet = true;
+                        idle_due = Instant::now() + source.idle_after();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the source may have something new; returns whether the idle timer fired.
+    async fn wait<S: Source>(&mut self, source: &S, idle_due: Instant) -> Result<bool, Stop> {
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Err(ApiError::ShuttingDown.into()),
+                () = self.tx.closed() => return Err(Stop::ClientGone),
+                changed = self.signals.changed() => {
+                    if changed.is_err() {
+                        return Err(ApiError::Internal("change feed closed".into()).into());
+                    }
+                    let signal = *self.signals.borrow_and_update();
+                    if signal.status_epoch != self.status_epoch {
+                        // A status change, or a wake-up after missed notices: re-check the
+                        // carrier and read again.
+                        self.status_epoch = signal.status_epoch;
+                        self.recheck().await?;
+                        return Ok(false);
+                    }
+                    if source.woken_by(&signal) {
+                        return Ok(false);
+                    }
+                }
+                () = sleep_until(idle_due) => {
+                    // Also catches a suspension made, or a notice missed, on another instance.
+                    self.recheck().await?;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Sends one message, waiting for room while watching shutdown and the carrier's status,
+    /// so that a suspension ends even a stream whose reader stopped reading.
+    async fn send(&mut self, message: M) -> Result<(), Stop> {
+        let bytes = i64::try_from(message.encoded_len()).unwrap_or(i64::MAX);
+        self.metrics.buffered(bytes);
+        let result = self.send_counted(bytes, message).await;
+        if result.is_err() {
+            self.metrics.unbuffered(bytes);
+        }
+        result
+    }
+
+    async fn send_counted(&mut self, bytes: i64, message: M) -> Result<(), Stop> {
+        let permit = loop {
+            tokio::select! {
+                permit = self.tx.reserve() => break permit.map_err(|_| Stop::ClientGone)?,
+                () = self.shutdown.cancelled() => return Err(ApiError::ShuttingDown.into()),
+                changed = self.signals.changed() => {
+                    if changed.is_err() {
+                        return Err(ApiError::Internal("change feed closed".into()).into());
+                    }
+                    // A status change is checked now; a data change is remembered, so the
+                    // stream reads again before it waits.
+                    let epoch = self.signals.borrow_and_update().status_epoch;
+                    self.data_moved = true;
+                    if epoch != self.status_epoch {
+                        self.status_epoch = epoch;
+                        self.recheck().await?;
+                    }
+                }
+            }
+        };
+        permit.send((bytes, Ok(message)));
+        Ok(())
+    }
+
+    /// Re-checks the carrier if its status epoch moved since the last check.
+    /// (`borrow` leaves the change unseen, so a data change still wakes [`Self::wait`].)
+    async fn recheck_if_changed(&mut self) -> Result<(), Stop> {
+        let epoch = self.signals.borrow().status_epoch;
+        if epoch != self.status_epoch {
+            self.status_epoch = epoch;
+            self.recheck().await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the stream unless the carrier is still registered and active.
+    async fn recheck(&self) -> Result<(), Stop> {
+        self.auth.active_carrier(&self.carrier).await?;
+        Ok(())
+    }
+}
