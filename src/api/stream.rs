@@ -4,8 +4,12 @@
 //! A stream is a spawned producer feeding a small bounded channel that tonic drains at the
 //! client's pace. The engine owns everything streams have in common: the channel, the carrier's
 //! wake-ups (feed, status epoch, idle timer), the carrier re-check that ends every stream of a
-//! suspended carrier, shutdown, client-gone detection, and the final status sent with a bounded
-//! wait. A stream supplies only a [`Source`]: what it reads next and how it encodes it.
+//! suspended carrier, shutdown, client-gone detection, and the final status. A stream supplies
+//! only a [`Source`]: what it reads next and how it encodes it.
+//!
+//! The final status travels beside the data channel, not in it: a producer that fails while
+//! its reader has stopped reading (a full channel) still ends at once, and the reader gets the
+//! status right after the messages already buffered, never a silent OK.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -33,10 +37,6 @@ pub(crate) type ServerStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> +
 /// that stops reading costs: this many messages, then the producer waits; the rest stays in
 /// the database.
 const BUFFER: usize = 2;
-
-/// How long the final status waits for room in the channel: a client that stopped reading
-/// gets a second to take it, and shutdown never waits on it longer.
-const STATUS_GRACE: Duration = Duration::from_secs(1);
 
 /// What a [`Source`] produced on one read.
 pub(crate) enum Step<M> {
@@ -121,6 +121,7 @@ impl Streams {
         source: S,
     ) -> ServerStream<S::Message> {
         let (tx, rx) = mpsc::channel(BUFFER);
+        let (end_tx, end_rx) = oneshot::channel::<Status>();
         // Subscribe before the source's first read, so no commit in between goes unnoticed.
         let mut signals = self.feed.subscribe(carrier.as_str());
         let status_epoch = signals.borrow_and_update().status_epoch;
@@ -137,26 +138,23 @@ impl Streams {
         let open = self.metrics.open_stream();
         tokio::spawn(
             async move {
-                match producer.run(source).await {
-                    Ok(()) | Err(Stop::ClientGone) => {}
-                    Err(Stop::Fail(err)) => {
-                        tracing::debug!(reason = err.reason().as_str(), "stream ended");
-                        let _ = tokio::time::timeout(
-                            STATUS_GRACE,
-                            producer.tx.send((0, Err(err.into()))),
-                        )
-                        .await;
-                    }
+                if let Err(Stop::Fail(err)) = producer.run(source).await {
+                    tracing::debug!(reason = err.reason().as_str(), "stream failed");
+                    // Nobody waits for it when the client has gone.
+                    let _ = end_tx.send(err.into());
                 }
                 drop(open);
             }
             .instrument(tracing::Span::current()),
         );
         let metrics = self.metrics.clone();
-        Box::pin(ReceiverStream::new(rx).map(move |(bytes, item)| {
+        let data = ReceiverStream::new(rx).map(move |(bytes, message)| {
             metrics.unbuffered(bytes);
-            item
-        }))
+            Ok(message)
+        });
+        // A dropped sender (the source ended, or the client left) yields no item: OK.
+        let end = futures::stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
+        Box::pin(data.chain(end))
     }
 }
 
@@ -165,7 +163,7 @@ struct Producer<M> {
     auth: Authorizer,
     carrier: CarrierId,
     /// Each message travels with its encoded size, for the buffered-bytes accounting.
-    tx: mpsc::Sender<(i64, Result<M, Status>)>,
+    tx: mpsc::Sender<(i64, M)>,
     signals: watch::Receiver<CarrierSignal>,
     /// The carrier's status epoch last checked; a new one means "re-check the carrier".
     status_epoch: u64,
@@ -269,7 +267,7 @@ impl<M: prost::Message + Send + 'static> Producer<M> {
                 }
             }
         };
-        permit.send((bytes, Ok(message)));
+        permit.send((bytes, message));
         Ok(())
     }
 
