@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic_types::StatusExt;
 
+use super::status::explain;
 use crate::domain::calendar::{civil_from_days, days_from_civil};
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_client::PlatformServiceClient;
@@ -234,20 +234,6 @@ async fn connect(args: &AdminArgs) -> anyhow::Result<PlatformServiceClient<Chann
         .await
         .with_context(|| format!("cannot connect to {}", args.endpoint))?;
     Ok(PlatformServiceClient::new(channel))
-}
-
-/// A status as one readable error: code, message, reason and field violations.
-pub(crate) fn explain(status: tonic::Status) -> anyhow::Error {
-    let mut line = format!("{:?}: {}", status.code(), status.message());
-    if let Some(info) = status.get_details_error_info() {
-        line.push_str(&format!(" [{}]", info.reason));
-    }
-    if let Some(bad) = status.get_details_bad_request() {
-        for v in bad.field_violations {
-            line.push_str(&format!("\n  {}: {}", v.field, v.description));
-        }
-    }
-    anyhow::anyhow!(line)
 }
 
 fn print_number(n: &pb::TelephoneNumber) {

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod certs;
 pub mod import;
 pub mod serve;
+mod status;
 
 use clap::{Parser, Subcommand};
 
