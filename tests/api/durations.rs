@@ -54,18 +54,6 @@ async fn upload(
         .expect("summary")
 }
 
-/// Waits (bounded) until `condition` holds; the wait is for a state, not a speed.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        if std::env::var("DEBUG_WAIT").is_ok() {
-            eprintln!("waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// 50,000 records in one stream, cut after about half, then the whole stream again: the
 /// stored set equals the input and the retry counts the first half as duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -610,3 +610,15 @@ impl Drop for CutProxy {
         self.accept.abort();
     }
 }
+
+/// Waits (bounded) until `condition` holds; the wait is for a state, not a speed.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if std::env::var("DEBUG_WAIT").is_ok() {
+            eprintln!("waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

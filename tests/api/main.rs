@@ -11,4 +11,5 @@ mod numbers;
 mod records;
 mod retention;
 mod shutdown;
+mod streams;
 mod watch;
