@@ -103,12 +103,9 @@ impl PlatformApi {
                 Err(_) => Err("must be USAGE_GRANULARITY_DAY or USAGE_GRANULARITY_MONTH".into()),
             },
         );
-        let checked = v.finish();
-        let (Ok(()), Some(tenant), Some(window), Some(granularity)) =
-            (checked.clone(), tenant, window, granularity)
-        else {
-            return Err(checked.err().unwrap_or_default().into());
-        };
+        let (tenant, window, granularity) = v
+            .finish_with(|| Some((tenant?, window?, granularity?)))
+            .map_err(ApiError::from)?;
         let mut aggregator = UsageAggregator::new(granularity);
         let mut after = String::new();
         loop {
@@ -142,10 +139,9 @@ impl PlatformApi {
         let carrier = v.check("carrier_id", CarrierId::parse(carrier_id));
         let plan = parse_recon(&mut v, window);
         let classes = parse_classes(&mut v, classes);
-        let checked = v.finish();
-        let (Ok(()), Some(carrier), Some(plan)) = (checked.clone(), carrier, plan) else {
-            return Err(checked.err().unwrap_or_default().into());
-        };
+        let (carrier, plan) = v
+            .finish_with(|| Some((carrier?, plan?)))
+            .map_err(ApiError::from)?;
         if self.store.carrier(carrier.as_str()).await?.is_none() {
             return Err(ApiError::carrier_not_found(carrier.as_str()));
         }
@@ -220,13 +216,9 @@ impl PlatformApi {
             parse_optional_opaque_id(&req.calling_profile_id),
         );
         let location = v.check("location_id", parse_optional_opaque_id(&req.location_id));
-        let checked = v.finish();
-        let (Some(number), Some(usage), Some(target), Some(profile), Some(location)) =
-            (number, usage, target, profile, location)
-        else {
-            return Err(checked.err().unwrap_or_default().into());
-        };
-        checked?;
+        let (number, usage, target, profile, location) = v
+            .finish_with(|| Some((number?, usage?, target?, profile?, location?)))
+            .map_err(ApiError::from)?;
         // The SIP URI is checked against the owning carrier's domain, which never changes.
         let owner = self
             .store
@@ -265,12 +257,9 @@ impl PlatformApi {
             "iso_country_code",
             ids::parse_country_code(&req.iso_country_code),
         );
-        let checked = v.finish();
-        let (Ok(()), Some(carrier), Some(tenant), Some(country)) =
-            (checked.clone(), carrier, tenant, country)
-        else {
-            return Err(checked.err().unwrap_or_default().into());
-        };
+        let (carrier, tenant, country) = v
+            .finish_with(|| Some((carrier?, tenant?, country?)))
+            .map_err(ApiError::from)?;
         if self.store.carrier(carrier.as_str()).await?.is_none() {
             return Err(ApiError::carrier_not_found(carrier.as_str()));
         }
@@ -301,11 +290,9 @@ impl PlatformService for PlatformApi {
         let id = v.check("carrier_id", CarrierId::parse(&req.carrier_id));
         let name = v.check("display_name", parse_display_name(&req.display_name));
         let domain = v.check("sip_domain", SipDomain::parse(&req.sip_domain));
-        let checked = v.finish();
-        let (Ok(()), Some(id), Some(name), Some(domain)) = (checked.clone(), id, name, domain)
-        else {
-            return Err(ApiError::from(checked.err().unwrap_or_default()).into());
-        };
+        let (id, name, domain) = v
+            .finish_with(|| Some((id?, name?, domain?)))
+            .map_err(ApiError::from)?;
         let carrier = self
             .store
             .create_carrier(&id, &name, &domain)
@@ -359,10 +346,9 @@ impl PlatformService for PlatformApi {
                 _ => Err("must be ACTIVE or SUSPENDED".to_owned()),
             },
         );
-        let checked = v.finish();
-        let (Ok(()), Some(id), Some(status)) = (checked.clone(), id, status) else {
-            return Err(ApiError::from(checked.err().unwrap_or_default()).into());
-        };
+        let (id, status) = v
+            .finish_with(|| Some((id?, status?)))
+            .map_err(ApiError::from)?;
         let carrier = self
             .store
             .set_carrier_status(&id, status)

@@ -4,27 +4,63 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::{E164, TenantId};
 use super::records::CallDirection;
+use super::values::{CallId, DurationMs, UnixMillis};
 
 /// Most rejections listed in a tally; all are counted.
 pub const MAX_LISTED_REJECTIONS: usize = 1_000;
 
-/// A validated duration report for one call. Times and durations in milliseconds.
+/// A validated duration report for one call; every field is a validated value, so the
+/// constructor cannot fail. Times and durations in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallDurationReport {
+    call_id: CallId,
+    tenant_id: TenantId,
+    direction: CallDirection,
+    caller_number: Option<E164>,
+    callee_number: E164,
+    start_time_ms: UnixMillis,
+    duration_ms: DurationMs,
+}
+
+impl CallDurationReport {
+    /// A report of call `call_id` of `tenant_id`, which started at `start` and was connected
+    /// for `duration` as the carrier measured it.
+    pub fn new(
+        call_id: CallId,
+        tenant_id: TenantId,
+        direction: CallDirection,
+        caller_number: Option<E164>,
+        callee_number: E164,
+        start: UnixMillis,
+        duration: DurationMs,
+    ) -> Self {
+        Self {
+            call_id,
+            tenant_id,
+            direction,
+            caller_number,
+            callee_number,
+            start_time_ms: start,
+            duration_ms: duration,
+        }
+    }
+
     /// The platform's call id.
-    pub call_id: String,
+    pub fn call_id(&self) -> &CallId {
+        &self.call_id
+    }
     /// Customer tenant.
-    pub tenant_id: TenantId,
-    /// Direction.
-    pub direction: CallDirection,
-    /// Calling number; `None` when withheld.
-    pub caller_number: Option<E164>,
-    /// Called number.
-    pub callee_number: E164,
-    /// Call start.
-    pub start_time_ms: i64,
-    /// Connected duration as the carrier measured it.
-    pub duration_ms: i64,
+    pub fn tenant_id(&self) -> &TenantId {
+        &self.tenant_id
+    }
+    /// Call start, Unix ms.
+    pub fn start_time_ms(&self) -> i64 {
+        self.start_time_ms.get()
+    }
+    /// Connected duration as the carrier measured it, ms.
+    pub fn duration_ms(&self) -> i64 {
+        self.duration_ms.get()
+    }
 }
 
 /// Why one record was not stored.

@@ -87,7 +87,7 @@ impl Store {
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let tx = self.begin_write().await?;
         let mut stored: HashMap<String, String> = HashMap::new();
-        let ids: Vec<&str> = batch.iter().map(|r| r.call_id.as_str()).collect();
+        let ids: Vec<&str> = batch.iter().map(|r| r.call_id().as_str()).collect();
         for chunk in ids.chunks(KEYS_PER_STATEMENT) {
             for row in call_duration::Entity::find()
                 .filter(call_duration::Column::CarrierId.eq(carrier.as_str()))
@@ -104,17 +104,17 @@ impl Store {
         for record in batch {
             let json = serde_json::to_string(record)
                 .map_err(|e| StoreError::Corrupt(format!("encoding duration: {e}")))?;
-            let outcome = match stored.get(&record.call_id) {
+            let outcome = match stored.get(record.call_id().as_str()) {
                 Some(existing) if *existing == json => IngestOutcome::Duplicate,
                 Some(_) => IngestOutcome::Conflict,
                 None => {
-                    stored.insert(record.call_id.clone(), json.clone());
+                    stored.insert(record.call_id().as_str().to_owned(), json.clone());
                     rows.push(call_duration::ActiveModel {
                         carrier_id: Set(carrier.to_string()),
-                        call_id: Set(record.call_id.clone()),
-                        tenant_id: Set(record.tenant_id.as_str().to_owned()),
-                        start_time_ms: Set(record.start_time_ms),
-                        duration_ms: Set(record.duration_ms),
+                        call_id: Set(record.call_id().as_str().to_owned()),
+                        tenant_id: Set(record.tenant_id().as_str().to_owned()),
+                        start_time_ms: Set(record.start_time_ms()),
+                        duration_ms: Set(record.duration_ms()),
                         received_time_ms: Set(received_time_ms),
                         record: Set(json),
                     });

@@ -22,8 +22,7 @@ use super::{Store, StoreError, notify, now_ms};
 use crate::domain::durations::IngestOutcome;
 use crate::domain::ids::{CarrierId, TenantId};
 use crate::domain::records::{
-    CallDirection, CallRecord, Classification, LogBounds, LogKind, QualityRecord, RecordFilter,
-    RecordPage,
+    CallRecord, Classification, LogBounds, LogKind, QualityRecord, RecordFilter, RecordPage,
 };
 use crate::feed::Notice;
 
@@ -88,23 +87,21 @@ pub trait LogRecord: Serialize + DeserializeOwned + Send + Sync {
 impl LogRecord for CallRecord {
     const KIND: LogKind = LogKind::CallRecords;
     fn key(&self) -> (String, String) {
-        (self.call_id.clone(), String::new())
+        (self.call_id().as_str().to_owned(), String::new())
     }
     fn tenant(&self) -> &TenantId {
-        &self.tenant_id
+        self.tenant_id()
     }
     fn start_time_ms(&self) -> i64 {
-        self.start_time_ms
+        CallRecord::start_time_ms(self)
     }
     fn call_columns(&self) -> (i64, bool, String) {
-        let number = match self.direction {
-            CallDirection::Outbound => self.caller_number.as_ref().map(ToString::to_string),
-            CallDirection::Inbound => Some(self.callee_number.to_string()),
-        };
         (
-            self.duration_ms,
-            self.successful,
-            number.unwrap_or_default(),
+            self.duration_ms(),
+            self.successful(),
+            self.tenant_number()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         )
     }
 }
@@ -112,16 +109,19 @@ impl LogRecord for CallRecord {
 impl LogRecord for QualityRecord {
     const KIND: LogKind = LogKind::QualityRecords;
     fn key(&self) -> (String, String) {
-        (self.call_id.clone(), self.stream_id.clone())
+        (
+            self.call_id().as_str().to_owned(),
+            self.stream_id().to_owned(),
+        )
     }
     fn tenant(&self) -> &TenantId {
-        &self.tenant_id
+        self.tenant_id()
     }
     fn start_time_ms(&self) -> i64 {
-        self.start_time_ms
+        QualityRecord::start_time_ms(self)
     }
     fn classification_code(&self) -> i16 {
-        match self.classification {
+        match self.classification() {
             Classification::Good => 1,
             Classification::Poor(_) => 2,
             Classification::Unclassified => 3,

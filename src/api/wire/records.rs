@@ -10,25 +10,22 @@ use prost_types::Duration;
 
 use super::time::{
     MILLIS_PER_SECOND, NANOS_PER_MILLI, NANOS_PER_SECOND, duration_from_fractional_ms,
-    duration_from_ms, optional_time_ms, required_time_ms, timestamp,
+    duration_from_ms, optional_time, required_time, timestamp,
 };
 use crate::domain::durations::CallDurationReport;
 use crate::domain::ids::{E164, SipDomain, TenantId, parse_opaque_id, parse_optional_opaque_id};
-use crate::domain::quality;
 use crate::domain::records::{
-    CallDirection, CallRecord, Classification, PoorReason, QualityMetrics, QualityRecord,
-    StreamDirection,
+    CallDirection, CallRecord, CallRecordDraft, Classification, Given, PoorReason, QualityRecord,
+    QualityRecordDraft, StreamDirection,
 };
+use crate::domain::values::{CallId, DurationMs, Ratio, SipCode, bounded};
 use crate::domain::{Violation, Violations};
 use crate::pb::v1 as pb;
 
-/// The longest call a record may report: 24 hours.
-const MAX_CALL_DURATION_SECONDS: i64 = 24 * 60 * 60;
-/// How far a call's duration may exceed `end_time - start_time`: the platform measures the
-/// two with different clocks.
-const DURATION_TOLERANCE_MS: i64 = 1_000;
 /// The largest jitter or round-trip time a quality record may report: 60 seconds.
 const MAX_DELAY_SECONDS: i64 = 60;
+/// The largest average MOS degradation.
+const MAX_AUDIO_DEGRADATION: f64 = 5.0;
 /// Longest call type and audio codec name.
 const MAX_NAME_LEN: usize = 64;
 /// Longest SIP reason phrase, in characters.
@@ -38,103 +35,40 @@ const MAX_MICROSOFT_SUBCODE: i32 = 999_999;
 
 // === Wire → domain ===
 
-/// Validates a wire call record. Field names in violations are relative to the record (e.g.
-/// `start_time`, `callee_number`). The cursor is ignored: the store assigns it.
+/// Validates a wire call record: each field here, the rules between fields in
+/// [`CallRecord::build`]. The cursor is ignored: the store assigns it.
 pub(crate) fn call_record_from_pb(r: &pb::CallRecord) -> Result<CallRecord, Vec<Violation>> {
     let mut v = Violations::default();
-    // Fields with a default stand in for a failed check; the violation keeps them from use.
-    let call_id = v
-        .check("call_id", parse_opaque_id(&r.call_id))
-        .unwrap_or_default();
-    let correlation_id = v
-        .check(
+    let draft = CallRecordDraft {
+        call_id: v.check("call_id", CallId::parse(&r.call_id)),
+        correlation_id: v.check(
             "correlation_id",
             parse_optional_opaque_id(&r.correlation_id),
-        )
-        .unwrap_or_default();
-    let tenant_id = v.check("tenant_id", TenantId::parse(&r.tenant_id));
-    let call_type = v
-        .check("call_type", parse_optional_name(&r.call_type))
-        .unwrap_or_default();
-    let direction = v.check("direction", call_direction_from_pb(r.direction));
-    let caller_number = v
-        .check("caller_number", parse_optional_number(&r.caller_number))
-        .flatten();
-    let callee_number = v.check("callee_number", E164::parse(&r.callee_number));
-
-    let start = v.check("start_time", required_time_ms(r.start_time.as_ref()));
-    let invite = v
-        .check("invite_time", optional_time_ms(r.invite_time.as_ref()))
-        .flatten();
-    let end = v
-        .check("end_time", optional_time_ms(r.end_time.as_ref()))
-        .flatten();
-    let failure = v
-        .check("failure_time", optional_time_ms(r.failure_time.as_ref()))
-        .flatten();
-    check_not_before_start(&mut v, "end_time", end, start);
-    check_not_before_start(&mut v, "failure_time", failure, start);
-
-    let duration = v.check("duration", call_duration_ms(r.duration.as_ref()));
-    check_outcome(&mut v, r, duration.is_some());
-    if let (Some(d), Some(s), Some(e)) = (duration, start, end)
-        && e >= s
-        && d > e - s + DURATION_TOLERANCE_MS
-    {
-        v.push("duration", "must not exceed end_time - start_time");
-    }
-
-    if !(100..=699).contains(&r.final_sip_code) {
-        v.push(
-            "final_sip_code",
-            "must be a SIP response code from 100 to 699",
-        );
-    }
-    let final_sip_phrase = v
-        .check("final_sip_phrase", parse_sip_phrase(&r.final_sip_phrase))
-        .unwrap_or_default();
-    if !(0..=MAX_MICROSOFT_SUBCODE).contains(&r.microsoft_subcode) {
-        v.push(
-            "microsoft_subcode",
-            format!("must be from 0 to {MAX_MICROSOFT_SUBCODE}"),
-        );
-    }
-    let trunk_fqdn = v
-        .check("trunk_fqdn", parse_optional_fqdn(&r.trunk_fqdn))
-        .unwrap_or_default();
-
-    match (
-        v.finish(),
-        tenant_id,
-        direction,
-        callee_number,
-        start,
-        duration,
-    ) {
-        (Ok(()), Some(tenant_id), Some(direction), Some(callee_number), Some(start), Some(d)) => {
-            Ok(CallRecord {
-                call_id,
-                correlation_id,
-                tenant_id,
-                call_type,
-                direction,
-                caller_number,
-                callee_number,
-                start_time_ms: start,
-                invite_time_ms: invite,
-                end_time_ms: end,
-                failure_time_ms: failure,
-                duration_ms: d,
-                successful: r.successful,
-                final_sip_code: r.final_sip_code,
-                final_sip_phrase,
-                microsoft_subcode: r.microsoft_subcode,
-                media_bypass: r.media_bypass,
-                trunk_fqdn,
-            })
-        }
-        (checked, ..) => Err(checked.err().unwrap_or_default()),
-    }
+        ),
+        tenant_id: v.check("tenant_id", TenantId::parse(&r.tenant_id)),
+        call_type: v.check("call_type", parse_optional_name(&r.call_type)),
+        direction: v.check("direction", call_direction_from_pb(r.direction)),
+        caller_number: v.check("caller_number", parse_optional_number(&r.caller_number)),
+        callee_number: v.check("callee_number", E164::parse(&r.callee_number)),
+        start: v.check("start_time", required_time(r.start_time.as_ref())),
+        invite: Given::from_parsed(v.check("invite_time", optional_time(r.invite_time.as_ref()))),
+        end: Given::from_parsed(v.check("end_time", optional_time(r.end_time.as_ref()))),
+        failure: Given::from_parsed(
+            v.check("failure_time", optional_time(r.failure_time.as_ref())),
+        ),
+        duration: Given::from_parsed(v.check(
+            "duration",
+            r.duration.as_ref().map(call_duration).transpose(),
+        )),
+        duration_nonzero: r.duration.is_some_and(|d| d != Duration::default()),
+        successful: r.successful,
+        final_sip_code: v.check("final_sip_code", SipCode::parse(r.final_sip_code)),
+        final_sip_phrase: v.check("final_sip_phrase", parse_sip_phrase(&r.final_sip_phrase)),
+        microsoft_subcode: v.check("microsoft_subcode", parse_subcode(r.microsoft_subcode)),
+        media_bypass: r.media_bypass,
+        trunk_fqdn: v.check("trunk_fqdn", parse_optional_fqdn(&r.trunk_fqdn)),
+    };
+    CallRecord::build(draft, v)
 }
 
 /// Validates a carrier's wire call duration. Field names are relative to the record.
@@ -142,176 +76,74 @@ pub(crate) fn call_duration_from_pb(
     r: &pb::CallDuration,
 ) -> Result<CallDurationReport, Vec<Violation>> {
     let mut v = Violations::default();
-    let call_id = v
-        .check("call_id", parse_opaque_id(&r.call_id))
-        .unwrap_or_default();
+    let call_id = v.check("call_id", CallId::parse(&r.call_id));
     let tenant_id = v.check("tenant_id", TenantId::parse(&r.tenant_id));
     let direction = v.check("direction", call_direction_from_pb(r.direction));
-    let caller_number = v
-        .check("caller_number", parse_optional_number(&r.caller_number))
-        .flatten();
+    let caller_number = v.check("caller_number", parse_optional_number(&r.caller_number));
     let callee_number = v.check("callee_number", E164::parse(&r.callee_number));
-    let start = v.check("start_time", required_time_ms(r.start_time.as_ref()));
+    let start = v.check("start_time", required_time(r.start_time.as_ref()));
     let duration = v.check(
         "duration",
         r.duration
             .as_ref()
             .ok_or_else(|| "is required".to_owned())
-            .and_then(|d| call_duration_ms(Some(d))),
+            .and_then(call_duration),
     );
-    match (
-        v.finish(),
-        tenant_id,
-        direction,
-        callee_number,
-        start,
-        duration,
-    ) {
-        (Ok(()), Some(tenant_id), Some(direction), Some(callee_number), Some(start), Some(d)) => {
-            Ok(CallDurationReport {
-                call_id,
-                tenant_id,
-                direction,
-                caller_number,
-                callee_number,
-                start_time_ms: start,
-                duration_ms: d,
-            })
-        }
-        (checked, ..) => Err(checked.err().unwrap_or_default()),
-    }
+    v.finish_with(|| {
+        Some(CallDurationReport::new(
+            call_id?,
+            tenant_id?,
+            direction?,
+            caller_number?,
+            callee_number?,
+            start?,
+            duration?,
+        ))
+    })
 }
 
-/// Validates a wire quality record and classifies it with [`quality::classify`]. The cursor,
-/// classification and poor reasons sent are ignored: the server computes them.
+/// Validates a wire quality record: each field here, the rules between fields and the
+/// classification in [`QualityRecord::build`]. The cursor, classification and poor reasons
+/// sent are ignored: the server computes them.
 pub(crate) fn quality_record_from_pb(
     r: &pb::QualityRecord,
 ) -> Result<QualityRecord, Vec<Violation>> {
     let mut v = Violations::default();
-    let call_id = v
-        .check("call_id", parse_opaque_id(&r.call_id))
-        .unwrap_or_default();
-    let stream_id = v
-        .check("stream_id", parse_opaque_id(&r.stream_id))
-        .unwrap_or_default();
-    let tenant_id = v.check("tenant_id", TenantId::parse(&r.tenant_id));
-    let stream_direction = v.check(
-        "stream_direction",
-        stream_direction_from_pb(r.stream_direction),
-    );
-    let start = v.check("start_time", required_time_ms(r.start_time.as_ref()));
-    let end = v
-        .check("end_time", optional_time_ms(r.end_time.as_ref()))
-        .flatten();
-    check_not_before_start(&mut v, "end_time", end, start);
-    let audio_codec = v
-        .check("audio_codec", parse_optional_name(&r.audio_codec))
-        .unwrap_or_default();
-
-    let metrics = QualityMetrics {
-        avg_jitter_ms: v
-            .check("avg_jitter", delay_ms(r.avg_jitter.as_ref()))
-            .flatten(),
-        max_jitter_ms: v
-            .check("max_jitter", delay_ms(r.max_jitter.as_ref()))
-            .flatten(),
-        avg_round_trip_ms: v
-            .check("avg_round_trip", delay_ms(r.avg_round_trip.as_ref()))
-            .flatten(),
-        max_round_trip_ms: v
-            .check("max_round_trip", delay_ms(r.max_round_trip.as_ref()))
-            .flatten(),
-        avg_packet_loss_rate: v
-            .check("avg_packet_loss_rate", bounded(r.avg_packet_loss_rate, 1.0))
-            .flatten(),
-        max_packet_loss_rate: v
-            .check("max_packet_loss_rate", bounded(r.max_packet_loss_rate, 1.0))
-            .flatten(),
-        avg_audio_degradation: v
-            .check(
-                "avg_audio_degradation",
-                bounded(r.avg_audio_degradation, 5.0),
-            )
-            .flatten(),
-        avg_concealed_ratio: v
-            .check("avg_concealed_ratio", bounded(r.avg_concealed_ratio, 1.0))
-            .flatten(),
+    let draft = QualityRecordDraft {
+        call_id: v.check("call_id", CallId::parse(&r.call_id)),
+        stream_id: v.check("stream_id", parse_opaque_id(&r.stream_id)),
+        tenant_id: v.check("tenant_id", TenantId::parse(&r.tenant_id)),
+        stream_direction: v.check(
+            "stream_direction",
+            stream_direction_from_pb(r.stream_direction),
+        ),
+        start: v.check("start_time", required_time(r.start_time.as_ref())),
+        end: Given::from_parsed(v.check("end_time", optional_time(r.end_time.as_ref()))),
+        audio_codec: v.check("audio_codec", parse_optional_name(&r.audio_codec)),
+        avg_jitter_ms: v.check("avg_jitter", delay_ms(r.avg_jitter.as_ref())),
+        max_jitter_ms: v.check("max_jitter", delay_ms(r.max_jitter.as_ref())),
+        avg_round_trip_ms: v.check("avg_round_trip", delay_ms(r.avg_round_trip.as_ref())),
+        max_round_trip_ms: v.check("max_round_trip", delay_ms(r.max_round_trip.as_ref())),
+        avg_packet_loss_rate: v.check(
+            "avg_packet_loss_rate",
+            r.avg_packet_loss_rate.map(Ratio::new).transpose(),
+        ),
+        max_packet_loss_rate: v.check(
+            "max_packet_loss_rate",
+            r.max_packet_loss_rate.map(Ratio::new).transpose(),
+        ),
+        avg_audio_degradation: v.check(
+            "avg_audio_degradation",
+            r.avg_audio_degradation
+                .map(|x| bounded(x, MAX_AUDIO_DEGRADATION))
+                .transpose(),
+        ),
+        avg_concealed_ratio: v.check(
+            "avg_concealed_ratio",
+            r.avg_concealed_ratio.map(Ratio::new).transpose(),
+        ),
     };
-    check_max_not_below_avg(
-        &mut v,
-        ("max_jitter", metrics.max_jitter_ms),
-        ("avg_jitter", metrics.avg_jitter_ms),
-    );
-    check_max_not_below_avg(
-        &mut v,
-        ("max_round_trip", metrics.max_round_trip_ms),
-        ("avg_round_trip", metrics.avg_round_trip_ms),
-    );
-    check_max_not_below_avg(
-        &mut v,
-        ("max_packet_loss_rate", metrics.max_packet_loss_rate),
-        ("avg_packet_loss_rate", metrics.avg_packet_loss_rate),
-    );
-
-    match (v.finish(), tenant_id, stream_direction, start) {
-        (Ok(()), Some(tenant_id), Some(stream_direction), Some(start)) => Ok(QualityRecord {
-            call_id,
-            stream_id,
-            tenant_id,
-            stream_direction,
-            start_time_ms: start,
-            end_time_ms: end,
-            audio_codec,
-            classification: quality::classify(&metrics),
-            metrics,
-        }),
-        (checked, ..) => Err(checked.err().unwrap_or_default()),
-    }
-}
-
-/// The rules tying the outcome to the times: a successful call has an end and no failure; an
-/// unsuccessful one has a failure time and no connected duration. `duration_valid` says
-/// whether `duration` passed its own checks, so a bad one is not reported twice.
-fn check_outcome(v: &mut Violations, r: &pb::CallRecord, duration_valid: bool) {
-    if r.successful {
-        if r.end_time.is_none() {
-            v.push("end_time", "is required for a successful call");
-        }
-        if r.failure_time.is_some() {
-            v.push("failure_time", "must be absent for a successful call");
-        }
-    } else {
-        if r.failure_time.is_none() {
-            v.push("failure_time", "is required for an unsuccessful call");
-        }
-        if duration_valid && r.duration.is_some_and(|d| d != Duration::default()) {
-            v.push("duration", "must be 0 for an unsuccessful call");
-        }
-    }
-}
-
-/// Records a violation on `field` when its time lies before the start time (when both are
-/// valid).
-fn check_not_before_start(v: &mut Violations, field: &str, time: Option<i64>, start: Option<i64>) {
-    if let (Some(t), Some(s)) = (time, start)
-        && t < s
-    {
-        v.push(field, "must not be before start_time");
-    }
-}
-
-/// Records a violation on the maximum's field when it lies below its average (when both are
-/// present and valid).
-fn check_max_not_below_avg(
-    v: &mut Violations,
-    (max_field, max): (&str, Option<f64>),
-    (avg_field, avg): (&str, Option<f64>),
-) {
-    if let (Some(max), Some(avg)) = (max, avg)
-        && max < avg
-    {
-        v.push(max_field, format!("must not be below {avg_field}"));
-    }
+    QualityRecord::build(draft, v)
 }
 
 /// A wire duration as whole seconds and nanoseconds, both non-negative, at most
@@ -327,11 +159,11 @@ fn bounded_duration(d: &Duration, max_seconds: i64, limit: &str) -> Result<(i64,
     Ok((d.seconds, nanos))
 }
 
-/// A call's connected duration in milliseconds (sub-millisecond part truncated); absent is 0.
-fn call_duration_ms(d: Option<&Duration>) -> Result<i64, String> {
-    let Some(d) = d else { return Ok(0) };
-    let (seconds, nanos) = bounded_duration(d, MAX_CALL_DURATION_SECONDS, "24 hours")?;
-    Ok(seconds * MILLIS_PER_SECOND + nanos / NANOS_PER_MILLI)
+/// A call's connected duration (sub-millisecond part truncated), bounded by [`DurationMs`].
+fn call_duration(d: &Duration) -> Result<DurationMs, String> {
+    let max_seconds = DurationMs::MAX / MILLIS_PER_SECOND;
+    let (seconds, nanos) = bounded_duration(d, max_seconds, "24 hours")?;
+    DurationMs::new(seconds * MILLIS_PER_SECOND + nanos / NANOS_PER_MILLI)
 }
 
 /// An optional jitter or round-trip time as fractional milliseconds.
@@ -343,11 +175,12 @@ fn delay_ms(d: Option<&Duration>) -> Result<Option<f64>, String> {
     Ok(Some(total_nanos as f64 / NANOS_PER_MILLI as f64))
 }
 
-/// An optional finite number from 0 to `max`.
-fn bounded(value: Option<f64>, max: f64) -> Result<Option<f64>, String> {
-    match value {
-        Some(x) if !(0.0..=max).contains(&x) => Err(format!("must be a number from 0 to {max}")),
-        other => Ok(other),
+/// A Microsoft sub-code: 0 (none) to [`MAX_MICROSOFT_SUBCODE`].
+fn parse_subcode(raw: i32) -> Result<i32, String> {
+    if (0..=MAX_MICROSOFT_SUBCODE).contains(&raw) {
+        Ok(raw)
+    } else {
+        Err(format!("must be from 0 to {MAX_MICROSOFT_SUBCODE}"))
     }
 }
 
@@ -416,38 +249,37 @@ fn stream_direction_from_pb(raw: i32) -> Result<StreamDirection, String> {
 pub(crate) fn call_record_to_pb(cursor: i64, r: &CallRecord) -> pb::CallRecord {
     pb::CallRecord {
         cursor,
-        call_id: r.call_id.clone(),
-        correlation_id: r.correlation_id.clone(),
-        tenant_id: r.tenant_id.as_str().to_owned(),
-        call_type: r.call_type.clone(),
-        direction: match r.direction {
+        call_id: r.call_id().as_str().to_owned(),
+        correlation_id: r.correlation_id().to_owned(),
+        tenant_id: r.tenant_id().as_str().to_owned(),
+        call_type: r.call_type().to_owned(),
+        direction: match r.direction() {
             CallDirection::Inbound => pb::CallDirection::Inbound,
             CallDirection::Outbound => pb::CallDirection::Outbound,
         } as i32,
         caller_number: r
-            .caller_number
-            .as_ref()
+            .caller_number()
             .map(|n| n.as_str().to_owned())
             .unwrap_or_default(),
-        callee_number: r.callee_number.as_str().to_owned(),
-        start_time: Some(timestamp(r.start_time_ms)),
-        invite_time: r.invite_time_ms.map(timestamp),
-        end_time: r.end_time_ms.map(timestamp),
-        failure_time: r.failure_time_ms.map(timestamp),
-        duration: Some(duration_from_ms(r.duration_ms)),
-        successful: r.successful,
-        final_sip_code: r.final_sip_code,
-        final_sip_phrase: r.final_sip_phrase.clone(),
-        microsoft_subcode: r.microsoft_subcode,
-        media_bypass: r.media_bypass,
-        trunk_fqdn: r.trunk_fqdn.clone(),
+        callee_number: r.callee_number().as_str().to_owned(),
+        start_time: Some(timestamp(r.start_time_ms())),
+        invite_time: r.invite_time_ms().map(timestamp),
+        end_time: r.end_time_ms().map(timestamp),
+        failure_time: r.failure_time_ms().map(timestamp),
+        duration: Some(duration_from_ms(r.duration_ms())),
+        successful: r.successful(),
+        final_sip_code: r.final_sip_code(),
+        final_sip_phrase: r.final_sip_phrase().to_owned(),
+        microsoft_subcode: r.microsoft_subcode(),
+        media_bypass: r.media_bypass(),
+        trunk_fqdn: r.trunk_fqdn().to_owned(),
     }
 }
 
 /// A stored quality record as sent to carriers, at `cursor` in the carrier's log, with the
 /// classification computed at ingestion.
 pub(crate) fn quality_record_to_pb(cursor: i64, r: &QualityRecord) -> pb::QualityRecord {
-    let (classification, poor_reasons) = match &r.classification {
+    let (classification, poor_reasons) = match r.classification() {
         Classification::Good => (pb::QualityClassification::Good, Vec::new()),
         Classification::Poor(reasons) => (
             pb::QualityClassification::Poor,
@@ -458,18 +290,18 @@ pub(crate) fn quality_record_to_pb(cursor: i64, r: &QualityRecord) -> pb::Qualit
         ),
         Classification::Unclassified => (pb::QualityClassification::Unclassified, Vec::new()),
     };
-    let m = &r.metrics;
+    let m = r.metrics();
     pb::QualityRecord {
         cursor,
-        call_id: r.call_id.clone(),
-        stream_id: r.stream_id.clone(),
-        stream_direction: match r.stream_direction {
+        call_id: r.call_id().as_str().to_owned(),
+        stream_id: r.stream_id().to_owned(),
+        stream_direction: match r.stream_direction() {
             StreamDirection::CallerToCallee => pb::StreamDirection::CallerToCallee,
             StreamDirection::CalleeToCaller => pb::StreamDirection::CalleeToCaller,
         } as i32,
-        start_time: Some(timestamp(r.start_time_ms)),
-        end_time: r.end_time_ms.map(timestamp),
-        audio_codec: r.audio_codec.clone(),
+        start_time: Some(timestamp(r.start_time_ms())),
+        end_time: r.end_time_ms().map(timestamp),
+        audio_codec: r.audio_codec().to_owned(),
         avg_jitter: m.avg_jitter_ms.map(duration_from_fractional_ms),
         max_jitter: m.max_jitter_ms.map(duration_from_fractional_ms),
         avg_round_trip: m.avg_round_trip_ms.map(duration_from_fractional_ms),
@@ -480,7 +312,7 @@ pub(crate) fn quality_record_to_pb(cursor: i64, r: &QualityRecord) -> pb::Qualit
         avg_concealed_ratio: m.avg_concealed_ratio,
         classification: classification as i32,
         poor_reasons,
-        tenant_id: r.tenant_id.as_str().to_owned(),
+        tenant_id: r.tenant_id().as_str().to_owned(),
     }
 }
 
@@ -633,14 +465,17 @@ mod tests {
             r.caller_number.clear();
         }))
         .unwrap();
-        assert_eq!(r.start_time_ms, T0 * 1000);
-        assert_eq!(r.invite_time_ms, Some(T0 * 1000 + 250));
-        assert_eq!(r.end_time_ms, Some(T0 * 1000 + 60_500));
-        assert_eq!(r.duration_ms, 58_125);
-        assert_eq!(r.tenant_id.as_str(), "72f988bf-86f1-41af-91ab-2d7cd011db47");
-        assert_eq!(r.trunk_fqdn, "sbc1.contoso.example");
-        assert_eq!(r.caller_number, None);
-        assert_eq!(r.direction, CallDirection::Inbound);
+        assert_eq!(r.start_time_ms(), T0 * 1000);
+        assert_eq!(r.invite_time_ms(), Some(T0 * 1000 + 250));
+        assert_eq!(r.end_time_ms(), Some(T0 * 1000 + 60_500));
+        assert_eq!(r.duration_ms(), 58_125);
+        assert_eq!(
+            r.tenant_id().as_str(),
+            "72f988bf-86f1-41af-91ab-2d7cd011db47"
+        );
+        assert_eq!(r.trunk_fqdn(), "sbc1.contoso.example");
+        assert_eq!(r.caller_number(), None);
+        assert_eq!(r.direction(), CallDirection::Inbound);
     }
 
     /// Sub-millisecond parts of times and durations are truncated, not rounded.
@@ -651,8 +486,8 @@ mod tests {
             r.duration = dur(1, 1_999_999);
         }))
         .unwrap();
-        assert_eq!(r.start_time_ms, T0 * 1000);
-        assert_eq!(r.duration_ms, 1_001);
+        assert_eq!(r.start_time_ms(), T0 * 1000);
+        assert_eq!(r.duration_ms(), 1_001);
     }
 
     /// Identifiers, tenant, direction and numbers are checked, each under its own field.
@@ -892,10 +727,10 @@ mod tests {
     #[test]
     fn quality_record_round_trips() {
         let domain = quality_record_from_pb(&quality()).unwrap();
-        assert_eq!(domain.metrics.avg_jitter_ms, Some(5.5));
-        assert_eq!(domain.metrics.max_round_trip_ms, Some(250.0));
-        assert_eq!(domain.start_time_ms, T0 * 1000);
-        assert_eq!(domain.stream_direction, StreamDirection::CallerToCallee);
+        assert_eq!(domain.metrics().avg_jitter_ms, Some(5.5));
+        assert_eq!(domain.metrics().max_round_trip_ms, Some(250.0));
+        assert_eq!(domain.start_time_ms(), T0 * 1000);
+        assert_eq!(domain.stream_direction(), StreamDirection::CallerToCallee);
         let expected = pb::QualityRecord {
             cursor: 7,
             classification: pb::QualityClassification::Good as i32,
@@ -929,7 +764,7 @@ mod tests {
         });
         let domain = quality_record_from_pb(&poor).unwrap();
         assert_eq!(
-            domain.classification,
+            *domain.classification(),
             Classification::Poor(vec![PoorReason::RoundTrip, PoorReason::PacketLoss])
         );
         let wire = quality_record_to_pb(1, &domain);
@@ -944,7 +779,7 @@ mod tests {
 
         let partial = quality_with(|r| r.avg_concealed_ratio = None);
         let domain = quality_record_from_pb(&partial).unwrap();
-        assert_eq!(domain.classification, Classification::Unclassified);
+        assert_eq!(*domain.classification(), Classification::Unclassified);
         let wire = quality_record_to_pb(2, &domain);
         assert_eq!(
             wire.classification,
@@ -1099,17 +934,20 @@ mod tests {
     /// Domain values outside what validation allows still convert without panics.
     #[test]
     fn to_pb_never_panics_on_extreme_values() {
-        let mut q = quality_record_from_pb(&quality()).unwrap();
-        q.metrics.avg_jitter_ms = Some(f64::NAN);
-        q.metrics.max_jitter_ms = Some(f64::INFINITY);
-        q.metrics.avg_round_trip_ms = Some(-1.5);
-        q.start_time_ms = i64::MIN;
+        // Only a stored row read back can hold such values: constructors refuse them.
+        let mut q = serde_json::to_value(quality_record_from_pb(&quality()).unwrap()).unwrap();
+        q["metrics"]["avg_jitter_ms"] = serde_json::json!(null);
+        q["metrics"]["max_jitter_ms"] = serde_json::json!(1e308);
+        q["metrics"]["avg_round_trip_ms"] = serde_json::json!(-1.5);
+        q["start_time_ms"] = serde_json::json!(i64::MIN);
+        let q: QualityRecord = serde_json::from_value(q).unwrap();
         let wire = quality_record_to_pb(i64::MAX, &q);
-        assert_eq!(wire.avg_jitter, dur(0, 0));
+        assert_eq!(wire.avg_jitter, None);
         assert_eq!(wire.avg_round_trip, dur(0, -1_500_000));
-        let mut c = call_record_from_pb(&call()).unwrap();
-        c.duration_ms = i64::MIN;
-        c.end_time_ms = Some(i64::MAX);
+        let mut c = serde_json::to_value(call_record_from_pb(&call()).unwrap()).unwrap();
+        c["duration_ms"] = serde_json::json!(i64::MIN);
+        c["end_time_ms"] = serde_json::json!(i64::MAX);
+        let c: CallRecord = serde_json::from_value(c).unwrap();
         let wire = call_record_to_pb(0, &c);
         assert!(wire.duration.is_some_and(|d| d.seconds < 0 && d.nanos <= 0));
     }

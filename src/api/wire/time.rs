@@ -3,10 +3,8 @@
 
 use prost_types::{Duration, Timestamp};
 
-/// 2000-01-01T00:00:00Z in Unix milliseconds; earlier times are mistakes, not records.
-const MIN_TIME_MS: i64 = 946_684_800_000;
-/// 2100-01-01T00:00:00Z in Unix milliseconds; this and later times are mistakes too.
-const MAX_TIME_MS: i64 = 4_102_444_800_000;
+use crate::domain::values::UnixMillis;
+
 pub(crate) const NANOS_PER_SECOND: i64 = 1_000_000_000;
 pub(crate) const NANOS_PER_MILLI: i64 = 1_000_000;
 pub(crate) const MILLIS_PER_SECOND: i64 = 1_000;
@@ -19,27 +17,39 @@ pub(crate) fn timestamp(ms: i64) -> Timestamp {
     }
 }
 
-/// A wire timestamp as Unix milliseconds (sub-millisecond part truncated), within
-/// [2000-01-01, 2100-01-01).
-fn time_ms(ts: &Timestamp) -> Result<i64, String> {
+/// A wire timestamp as a point in time (sub-millisecond part truncated), in the range
+/// [`UnixMillis`] accepts.
+fn time(ts: &Timestamp) -> Result<UnixMillis, String> {
     if !(0..NANOS_PER_SECOND).contains(&i64::from(ts.nanos)) {
         return Err("nanos must be from 0 to 999999999".into());
     }
-    ts.seconds
+    let ms = ts
+        .seconds
         .checked_mul(MILLIS_PER_SECOND)
         .and_then(|ms| ms.checked_add(i64::from(ts.nanos) / NANOS_PER_MILLI))
-        .filter(|ms| (MIN_TIME_MS..MAX_TIME_MS).contains(ms))
-        .ok_or_else(|| "must lie between 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z".to_owned())
+        // Overflow lies outside the range as well.
+        .unwrap_or(i64::MIN);
+    UnixMillis::new(ms)
+}
+
+/// A required wire timestamp as a point in time.
+pub(crate) fn required_time(ts: Option<&Timestamp>) -> Result<UnixMillis, String> {
+    ts.ok_or_else(|| "is required".to_owned()).and_then(time)
+}
+
+/// An optional wire timestamp as a point in time.
+pub(crate) fn optional_time(ts: Option<&Timestamp>) -> Result<Option<UnixMillis>, String> {
+    ts.map(time).transpose()
 }
 
 /// A required wire timestamp as Unix milliseconds.
 pub(crate) fn required_time_ms(ts: Option<&Timestamp>) -> Result<i64, String> {
-    ts.ok_or_else(|| "is required".to_owned()).and_then(time_ms)
+    required_time(ts).map(UnixMillis::get)
 }
 
 /// An optional wire timestamp as Unix milliseconds.
 pub(crate) fn optional_time_ms(ts: Option<&Timestamp>) -> Result<Option<i64>, String> {
-    ts.map(time_ms).transpose()
+    Ok(optional_time(ts)?.map(UnixMillis::get))
 }
 
 /// Milliseconds as a protobuf duration (seconds and nanos share the sign, as protobuf asks).
@@ -58,5 +68,27 @@ pub(crate) fn duration_from_fractional_ms(ms: f64) -> Duration {
     Duration {
         seconds: total_nanos / NANOS_PER_SECOND,
         nanos: i32::try_from(total_nanos % NANOS_PER_SECOND).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value no validated record holds (NaN, infinities, huge) still converts without
+    /// panicking: NaN is 0, the rest saturates.
+    #[test]
+    fn fractional_durations_never_panic() {
+        assert_eq!(
+            duration_from_fractional_ms(f64::NAN),
+            Duration {
+                seconds: 0,
+                nanos: 0
+            }
+        );
+        assert!(duration_from_fractional_ms(f64::INFINITY).seconds > 0);
+        assert!(duration_from_fractional_ms(f64::NEG_INFINITY).seconds < 0);
+        assert_eq!(duration_from_ms(-1_500).seconds, -1);
+        assert_eq!(duration_from_ms(-1_500).nanos, -500_000_000);
     }
 }
