@@ -86,15 +86,20 @@ impl Feed {
     /// Applies a notification payload from another instance (see [`Notice`]).
     pub fn apply(&self, payload: &str) {
         match Notice::parse(payload) {
-            Some(Notice::Revision(carrier, revision)) => self.publish(&carrier, revision),
-            Some(Notice::CallRecords(carrier, cursor)) => {
-                self.publish_records(&carrier, false, cursor);
-            }
-            Some(Notice::QualityRecords(carrier, cursor)) => {
+            Some(notice) => self.deliver(notice),
+            None => tracing::warn!(payload, "unreadable change notification ignored"),
+        }
+    }
+
+    /// Announces a change, whether committed here or by another instance.
+    pub fn deliver(&self, notice: Notice) {
+        match notice {
+            Notice::Revision(carrier, revision) => self.publish(&carrier, revision),
+            Notice::CallRecords(carrier, cursor) => self.publish_records(&carrier, false, cursor),
+            Notice::QualityRecords(carrier, cursor) => {
                 self.publish_records(&carrier, true, cursor);
             }
-            Some(Notice::Status(carrier)) => self.carrier_changed(&carrier),
-            None => tracing::warn!(payload, "unreadable change notification ignored"),
+            Notice::Status(carrier) => self.carrier_changed(&carrier),
         }
     }
 

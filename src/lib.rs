@@ -1,24 +1,28 @@
 //! opconnect: the gRPC gateway between the Teams Operator Connect platform and carriers.
 //!
 //! The public surface is what a user of the library needs: the generated protocol (`pb`), the
-//! server (`server`, configured by `config`), certificates (`pki`), logging (`telemetry`),
-//! stream accounting (`metrics`) and the command line (`cli`). Everything else is internal:
-//! `identity` (client certificate → caller), `domain` (validated types and pure rules),
-//! `store` (sea-orm persistence), `feed` (change notification), `api` (gRPC services),
-//! `error` (errors → `Status`), `rpc_log` (the per-RPC log line).
+//! server (`server`, configured by `config`), retention (`retention`, over a [`Store`]
+//! handle), certificates (`pki`), logging (`telemetry`), stream accounting (`metrics`) and the
+//! command line (`cli`). Everything else is internal: `identity` (client certificate →
+//! caller), `domain` (validated types and pure rules), `store` (sea-orm persistence), `feed`
+//! (change notification), `api` (gRPC services), `error` (errors → `Status`), `rpc_log` (the
+//! per-RPC log line).
 #![forbid(unsafe_code)]
 
 mod api;
 pub mod cli;
 pub mod config;
-pub mod domain;
+mod domain;
 mod error;
 mod feed;
 mod identity;
 pub mod metrics;
 pub mod pb;
 pub mod pki;
+pub mod retention;
 mod rpc_log;
 pub mod server;
-pub mod store;
+mod store;
 pub mod telemetry;
+
+pub use store::{Store, StoreOptions};

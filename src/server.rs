@@ -20,15 +20,14 @@ use crate::api::platform::PlatformApi;
 use crate::api::records::CallRecordApi;
 use crate::api::{Authorizer, Streams};
 use crate::config::Settings;
-use crate::domain::calendar::DAY_MS;
-use crate::domain::records::LogKind;
 use crate::identity::IdentityLayer;
 use crate::metrics::StreamMetrics;
 use crate::pb::v1::assignment_service_server::AssignmentServiceServer;
 use crate::pb::v1::call_duration_service_server::CallDurationServiceServer;
 use crate::pb::v1::call_record_service_server::CallRecordServiceServer;
 use crate::pb::v1::platform_service_server::PlatformServiceServer;
-use crate::store::{Store, StoreOptions, now_ms};
+use crate::retention::{self, RetentionPolicy};
+use crate::store::{Store, StoreOptions};
 
 /// Why the server could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -210,11 +209,12 @@ impl App {
             .map_err(|e| ServerError::Reflection(e.to_string()))?;
 
         let change_listener = store.spawn_listener(streams_end.clone());
-        let purge = tokio::spawn(purge_loop(
+        let purges = retention::spawn(
             store.clone(),
-            settings.clone(),
+            RetentionPolicy::from_settings(&settings),
+            Duration::from_secs(settings.purge_interval_secs.max(1)),
             streams_end.clone(),
-        ));
+        );
         match listener.local_addr() {
             Ok(addr) => {
                 tracing::info!(database = %redact(&settings.database_url), "listening on {addr}")
@@ -289,7 +289,7 @@ impl App {
             }
         };
         streams_end.cancel();
-        purge.abort();
+        purges.abort();
         if let Some(task) = change_listener {
             task.abort();
         }
@@ -298,70 +298,6 @@ impl App {
         }
         tracing::info!("stopped");
         result
-    }
-}
-
-/// Runs retention purges every `purge_interval_secs` until `stop`.
-async fn purge_loop(store: Store, settings: Settings, stop: CancellationToken) {
-    let interval = Duration::from_secs(settings.purge_interval_secs.max(1));
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        let pass = purge_pass(&store, &settings);
-        match store.exclusively(pass).await {
-            Ok(true) => {}
-            Ok(false) => tracing::debug!("another instance is purging; skipped"),
-            Err(e) => tracing::warn!(error = %e, "purge lock unavailable; retrying later"),
-        }
-    }
-}
-
-/// One retention pass over every data class, in bounded batches.
-async fn purge_pass(store: &Store, settings: &Settings) {
-    let now = now_ms();
-    let days = |d: u32| now - i64::from(d) * DAY_MS;
-    let results = [
-        (
-            "number events",
-            store
-                .purge_number_events(days(settings.number_event_retention_days), 10_000)
-                .await,
-        ),
-        (
-            "call records",
-            store
-                .purge_records(
-                    LogKind::CallRecords,
-                    days(settings.call_record_retention_days),
-                    10_000,
-                )
-                .await,
-        ),
-        (
-            "quality records",
-            store
-                .purge_records(
-                    LogKind::QualityRecords,
-                    days(settings.quality_record_retention_days),
-                    10_000,
-                )
-                .await,
-        ),
-        (
-            "call durations",
-            store
-                .purge_durations(days(settings.duration_retention_days), 10_000)
-                .await,
-        ),
-    ];
-    for (what, result) in results {
-        match result {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "purged {what} past retention"),
-            Err(e) => tracing::warn!(error = %e, "purge of {what} failed; retrying later"),
-        }
     }
 }
 

@@ -1,13 +1,13 @@
 //! Carrier repository: registration, listing, status.
 
 use sea_orm::prelude::Expr;
-use sea_orm::sea_query::ExprTrait;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
 
-use super::entities::carrier;
+use super::entities::{carrier, number_event};
+use super::logs::take_positions;
 use super::{Store, StoreError, notify, now_ms};
 use crate::domain::carrier::{Carrier, CarrierStatus};
 use crate::domain::ids::{CarrierId, SipDomain};
@@ -135,17 +135,8 @@ pub(super) async fn advance_revision<C: ConnectionTrait>(
     id: &str,
     n: i64,
 ) -> Result<Carrier, StoreError> {
-    let updated = carrier::Entity::update_many()
-        .col_expr(
-            carrier::Column::NumberRevision,
-            Expr::col(carrier::Column::NumberRevision).add(n),
-        )
-        .filter(carrier::Column::CarrierId.eq(id))
-        .exec_with_returning(tx)
-        .await?;
-    let model = updated
-        .into_iter()
-        .next()
+    let model = take_positions::<number_event::Entity, _>(tx, id, n)
+        .await?
         .ok_or_else(|| StoreError::CarrierNotFound(id.to_owned()))?;
     Carrier::try_from(model)
 }

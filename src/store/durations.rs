@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, SqlErr,
+    QuerySelect,
 };
 
+use super::batch::{Attempt, columns, per_statement, retry_raced};
 use super::entities::{call_duration, call_record, upload};
 use super::{Store, StoreError, now_ms};
 use crate::domain::calendar::Window;
@@ -16,11 +17,6 @@ use crate::domain::durations::{CallDurationReport, IngestOutcome, StoredUpload, 
 use crate::domain::ids::{CarrierId, TenantId};
 use crate::domain::reconcile::{PlatformSide, ReconRow};
 use crate::domain::usage::UsageCall;
-
-/// Keys looked up per statement.
-const KEYS_PER_STATEMENT: usize = 500;
-/// Rows per insert statement (7 columns).
-const ROWS_PER_STATEMENT: usize = 1_000;
 
 #[derive(Debug, FromQueryResult)]
 struct PlatformJoinRow {
@@ -66,32 +62,25 @@ impl Store {
         carrier: &CarrierId,
         batch: &[CallDurationReport],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        let mut attempt = 0;
-        loop {
-            match self.report_durations_once(carrier, batch).await {
-                Err(StoreError::Db(e))
-                    if attempt < 3
-                        && matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
-                {
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        retry_raced(|| self.report_durations_once(carrier, batch)).await
     }
 
+    /// One attempt of [`Store::report_durations`]. Inserts skip keys stored meanwhile, so a
+    /// concurrent upload of the same carrier that stored some keys first (only possible on
+    /// PostgreSQL) shows as fewer rows inserted than classified new: the attempt rolls back
+    /// and reports the race, and the batch is classified again.
     async fn report_durations_once(
         &self,
         carrier: &CarrierId,
         batch: &[CallDurationReport],
-    ) -> Result<Vec<IngestOutcome>, StoreError> {
+    ) -> Result<Attempt<Vec<IngestOutcome>>, StoreError> {
         let tx = self.begin_write().await?;
         let mut stored: HashMap<String, String> = HashMap::new();
         let ids: Vec<&str> = batch.iter().map(|r| r.call_id().as_str()).collect();
-        for chunk in ids.chunks(KEYS_PER_STATEMENT) {
+        for chunk in per_statement(ids, 1) {
             for row in call_duration::Entity::find()
                 .filter(call_duration::Column::CarrierId.eq(carrier.as_str()))
-                .filter(call_duration::Column::CallId.is_in(chunk.iter().copied()))
+                .filter(call_duration::Column::CallId.is_in(chunk))
                 .all(&tx)
                 .await?
             {
@@ -125,9 +114,7 @@ impl Store {
         }
         let expected = rows.len() as u64;
         let mut inserted = 0;
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+        for chunk in per_statement(rows, columns::<call_duration::Entity>()) {
             inserted += call_duration::Entity::insert_many(chunk)
                 .on_conflict(
                     OnConflict::columns([
@@ -141,13 +128,11 @@ impl Store {
                 .await?;
         }
         if inserted != expected {
-            // A concurrent upload of the same carrier stored some of these keys first (only
-            // possible on PostgreSQL): classify the batch again.
             tx.rollback().await?;
-            return Box::pin(self.report_durations_once(carrier, batch)).await;
+            return Ok(Attempt::Raced);
         }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(Attempt::Committed(outcomes))
     }
 
     /// The stored summary of a carrier's completed upload.
@@ -337,7 +322,11 @@ impl Store {
     }
 
     /// Purges durations received before `cutoff_ms`, at most `batch` rows per statement.
-    pub async fn purge_durations(&self, cutoff_ms: i64, batch: u64) -> Result<u64, StoreError> {
+    pub(crate) async fn purge_durations(
+        &self,
+        cutoff_ms: i64,
+        batch: u64,
+    ) -> Result<u64, StoreError> {
         let mut deleted = 0;
         loop {
             let keys: Vec<(String, String)> = call_duration::Entity::find()
@@ -353,7 +342,7 @@ impl Store {
                 return Ok(deleted);
             }
             let tx = self.begin_write().await?;
-            for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+            for chunk in per_statement(&keys, 1) {
                 for (carrier_id, ids) in group_by_carrier(chunk) {
                     deleted += call_duration::Entity::delete_many()
                         .filter(call_duration::Column::CarrierId.eq(carrier_id))
@@ -400,7 +389,9 @@ fn platform_calls_joined(window: Window, after: &str, limit: u64) -> SelectState
         .to_owned()
 }
 
-fn group_by_carrier(keys: &[(String, String)]) -> HashMap<&str, Vec<&str>> {
+fn group_by_carrier<'k>(
+    keys: impl IntoIterator<Item = &'k (String, String)>,
+) -> HashMap<&'k str, Vec<&'k str>> {
     let mut groups: HashMap<&str, Vec<&str>> = HashMap::new();
     for (carrier, call) in keys {
         groups

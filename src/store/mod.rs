@@ -13,21 +13,24 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::number::TransitionError;
 use crate::feed::{Feed, Notice};
 
+mod batch;
 mod carriers;
 mod durations;
 mod entities;
+mod logs;
 pub mod migration;
 mod numbers;
+mod record_kinds;
 mod records;
 
-pub use records::LogRecord;
+pub(crate) use records::LogRecord;
 
 /// Advisory-lock key taken while migrating on PostgreSQL, so instances starting together do
 /// not race (ASCII "opcnmigr").
 const MIGRATION_LOCK_KEY: i64 = 0x6f70_636e_6d69_6772;
 
 /// Advisory-lock key held by the one instance running retention purges (ASCII "opcnprge").
-const PURGE_LOCK_KEY: i64 = 0x6f70_636e_7072_6765;
+pub(crate) const PURGE_LOCK_KEY: i64 = 0x6f70_636e_7072_6765;
 
 /// The PostgreSQL channel change notices travel on between instances.
 const NOTIFY_CHANNEL: &str = "opconnect_changes";
@@ -179,18 +182,18 @@ impl Store {
         }))
     }
 
-    /// Runs `purge` unless another instance is purging right now. On PostgreSQL the lock is
-    /// a session advisory lock on a connection of its own (not the pool's, where lock and
-    /// unlock could land on different sessions); it is released when the pass ends or, if
-    /// this process dies, when its session does. Returns whether the pass ran.
-    pub async fn exclusively<F: std::future::Future<Output = ()>>(
+    /// Runs `work` unless another instance is purging right now; returns its output, or
+    /// `None` when another instance holds the purge lock. On PostgreSQL the lock is a session
+    /// advisory lock on a connection of its own (not the pool's, where lock and unlock could
+    /// land on different sessions); it is released when the work ends or, if this process
+    /// dies, when its session does. SQLite has one instance per file: the work always runs.
+    pub(crate) async fn exclusively<F: std::future::Future>(
         &self,
-        purge: F,
-    ) -> Result<bool, StoreError> {
+        work: F,
+    ) -> Result<Option<F::Output>, StoreError> {
         use sea_orm::sqlx::{Connection, Row, postgres::PgConnection};
         let Some(url) = &self.postgres_url else {
-            purge.await;
-            return Ok(true);
+            return Ok(Some(work.await));
         };
         let db_err = |e: sea_orm::sqlx::Error| StoreError::Db(DbErr::Custom(e.to_string()));
         let mut conn = PgConnection::connect(url).await.map_err(db_err)?;
@@ -200,15 +203,18 @@ impl Store {
             .await
             .and_then(|row| row.try_get(0))
             .map_err(db_err)?;
-        if locked {
-            purge.await;
+        let output = if locked {
+            let output = work.await;
             let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(PURGE_LOCK_KEY)
                 .execute(&mut conn)
                 .await;
-        }
+            Some(output)
+        } else {
+            None
+        };
         let _ = conn.close().await;
-        Ok(locked)
+        Ok(output)
     }
 
     /// Checks that the database answers.

@@ -13,6 +13,7 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 
+use super::batch::{columns, per_statement};
 use super::carriers::{advance_revision, lock_carrier};
 use super::entities::{carrier, number, number_event};
 use super::{Store, StoreError, notify, now_ms};
@@ -23,9 +24,6 @@ use crate::domain::number::{
     NumberStatus, Provisioning, Transition, TransitionError,
 };
 use crate::feed::Notice;
-
-/// Rows per multi-row statement: far below SQLite's 32,766 bind variables for 8 columns.
-const ROWS_PER_STATEMENT: usize = 1_000;
 
 fn status_code(status: NumberStatus) -> i16 {
     match status {
@@ -71,9 +69,9 @@ async fn read_states(
     numbers: &[E164],
 ) -> Result<BTreeMap<String, NumberState>, StoreError> {
     let mut states = BTreeMap::new();
-    for chunk in numbers.chunks(ROWS_PER_STATEMENT) {
+    for chunk in per_statement(numbers.iter().map(E164::as_str), 1) {
         let rows = number::Entity::find()
-            .filter(number::Column::Number.is_in(chunk.iter().map(E164::as_str)))
+            .filter(number::Column::Number.is_in(chunk))
             .all(tx)
             .await?;
         for row in rows {
@@ -127,7 +125,7 @@ async fn commit_changes(
     }
     // The same number may change twice in one batch only if a request names it twice, which
     // validation refuses; each chunk is still applied in order.
-    for chunk in chunked(number_rows) {
+    for chunk in per_statement(number_rows, columns::<number::Entity>()) {
         number::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::column(number::Column::Number)
@@ -143,21 +141,12 @@ async fn commit_changes(
             .exec_without_returning(tx)
             .await?;
     }
-    for chunk in chunked(event_rows) {
+    for chunk in per_statement(event_rows, columns::<number_event::Entity>()) {
         number_event::Entity::insert_many(chunk)
             .exec_without_returning(tx)
             .await?;
     }
     Ok((stored, carrier.number_revision))
-}
-
-fn chunked<T>(rows: Vec<T>) -> Vec<Vec<T>> {
-    let mut out = Vec::new();
-    let mut iter = rows.into_iter().peekable();
-    while iter.peek().is_some() {
-        out.push(iter.by_ref().take(ROWS_PER_STATEMENT).collect());
-    }
-    out
 }
 
 fn transition_error(number: &E164) -> impl Fn(TransitionError) -> StoreError + '_ {
@@ -417,48 +406,15 @@ impl Store {
             .collect()
     }
 
-    /// Purges number events committed before `cutoff_ms`, at most `batch` per transaction.
-    /// Returns how many were deleted.
-    pub async fn purge_number_events(&self, cutoff_ms: i64, batch: i64) -> Result<u64, StoreError> {
-        let carriers = carrier::Entity::find().all(&self.db).await?;
-        let mut deleted = 0;
-        for c in carriers {
-            loop {
-                let Some(newest_expired) = number_event::Entity::find()
-                    .filter(number_event::Column::CarrierId.eq(c.carrier_id.as_str()))
-                    .filter(number_event::Column::CommitTimeMs.lt(cutoff_ms))
-                    .order_by_desc(number_event::Column::Revision)
-                    .one(&self.db)
-                    .await?
-                else {
-                    break;
-                };
-                let tx = self.begin_write().await?;
-                let locked = lock_carrier(&tx, &c.carrier_id).await?;
-                let through = newest_expired
-                    .revision
-                    .min(locked.events_purged_through + batch);
-                let result = number_event::Entity::delete_many()
-                    .filter(number_event::Column::CarrierId.eq(c.carrier_id.as_str()))
-                    .filter(number_event::Column::Revision.lte(through))
-                    .exec(&tx)
-                    .await?;
-                carrier::Entity::update_many()
-                    .col_expr(
-                        carrier::Column::EventsPurgedThrough,
-                        sea_orm::prelude::Expr::value(through.max(locked.events_purged_through)),
-                    )
-                    .filter(carrier::Column::CarrierId.eq(c.carrier_id.as_str()))
-                    .exec(&tx)
-                    .await?;
-                tx.commit().await?;
-                deleted += result.rows_affected;
-                if through >= newest_expired.revision {
-                    break;
-                }
-            }
-        }
-        Ok(deleted)
+    /// Purges number events committed before `cutoff_ms`, at most `batch` revisions per
+    /// transaction, and advances each carrier's purge mark. Returns how many were deleted.
+    pub(crate) async fn purge_number_events(
+        &self,
+        cutoff_ms: i64,
+        batch: u64,
+    ) -> Result<u64, StoreError> {
+        self.purge_log::<number_event::Entity>(cutoff_ms, batch)
+            .await
     }
 }
 

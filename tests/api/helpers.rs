@@ -11,6 +11,7 @@ use opconnect::pb::v1::call_duration_service_client::CallDurationServiceClient;
 use opconnect::pb::v1::call_record_service_client::CallRecordServiceClient;
 use opconnect::pb::v1::platform_service_client::PlatformServiceClient;
 use opconnect::pki::{CertificateAuthority, Issued, Subject};
+use opconnect::retention::{DataClass, RetentionPolicy};
 use opconnect::server::App;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -295,8 +296,8 @@ impl TestApp {
     }
 
     /// Opens a second handle on the server's database (for retention tests).
-    pub async fn open_store(&self) -> opconnect::store::Store {
-        opconnect::store::Store::open(&opconnect::store::StoreOptions {
+    pub async fn open_store(&self) -> opconnect::Store {
+        opconnect::Store::open(&opconnect::StoreOptions {
             url: self.database_url.clone(),
             max_connections: 2,
             acquire_timeout: Duration::from_secs(5),
@@ -418,6 +419,23 @@ pub fn call_records(carrier: &str, range: std::ops::Range<i64>) -> Vec<pb::Carri
         .collect()
 }
 
+/// A quality record of stream `stream_id` of test call `i` (as made by [`call_record`]) for
+/// `carrier`, without metrics.
+pub fn quality_record(carrier: &str, i: i64, stream_id: &str) -> pb::CarrierQualityRecord {
+    let call = call_record(i, TENANT_A);
+    pb::CarrierQualityRecord {
+        carrier_id: carrier.into(),
+        record: Some(pb::QualityRecord {
+            call_id: call.call_id,
+            stream_id: stream_id.into(),
+            tenant_id: call.tenant_id,
+            stream_direction: pb::StreamDirection::CallerToCallee as i32,
+            start_time: call.start_time,
+            ..Default::default()
+        }),
+    }
+}
+
 pub fn stream_options(after_cursor: Option<i64>) -> pb::RecordStreamOptions {
     pb::RecordStreamOptions {
         after_cursor,
@@ -460,6 +478,26 @@ pub fn upload_messages(
             records: chunk.to_vec(),
         })
         .collect()
+}
+
+/// The current time in Unix milliseconds, as the server's clock reads it.
+pub fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since_epoch.as_millis()).expect("milliseconds fit i64")
+}
+
+/// A retention policy that purges `class` entirely and keeps everything else.
+pub fn purge_only(class: DataClass) -> RetentionPolicy {
+    let mut policy = RetentionPolicy::keep_everything();
+    match class {
+        DataClass::NumberEvents => policy.number_events = Duration::ZERO,
+        DataClass::CallRecords => policy.call_records = Duration::ZERO,
+        DataClass::QualityRecords => policy.quality_records = Duration::ZERO,
+        DataClass::Durations => policy.durations = Duration::ZERO,
+    }
+    policy
 }
 
 /// A reconciliation window around the test calls with the default tolerance.

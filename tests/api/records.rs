@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use opconnect::domain::records::LogKind;
 use opconnect::pb::v1 as pb;
+use opconnect::retention::{DataClass, Deleted, purge_pass};
 use rand::Rng;
 use tonic::Code;
 use tonic::codec::Streaming;
@@ -405,11 +405,16 @@ async fn expired_cursors_are_reported() {
         .await
         .unwrap();
     let store = app.open_store().await;
-    let purged = store
-        .purge_records(LogKind::CallRecords, opconnect::store::now_ms() + 1, 10_000)
+    let purged = purge_pass(&store, &purge_only(DataClass::CallRecords), now_ms() + 1)
         .await
-        .unwrap();
-    assert_eq!(purged, 10);
+        .deleted();
+    assert_eq!(
+        purged,
+        Deleted {
+            call_records: 10,
+            ..Deleted::default()
+        }
+    );
     app.ingest_calls(call_records("contoso", 10..12), 10).await;
 
     for options in [stream_options(Some(5)), stream_options(None)] {

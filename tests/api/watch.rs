@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use opconnect::pb::v1 as pb;
+use opconnect::retention::{DataClass, Deleted, purge_pass};
 use rand::Rng;
 use tonic::Code;
 use tonic::codec::Streaming;
@@ -263,11 +264,16 @@ async fn ahead_and_compacted_revisions() {
     assert_error(&status, Code::OutOfRange, "REVISION_AHEAD");
 
     let store = app.open_store().await;
-    let deleted = store
-        .purge_number_events(opconnect::store::now_ms() + 1, 10_000)
+    let deleted = purge_pass(&store, &purge_only(DataClass::NumberEvents), now_ms() + 1)
         .await
-        .unwrap();
-    assert_eq!(deleted, 3);
+        .deleted();
+    assert_eq!(
+        deleted,
+        Deleted {
+            number_events: 3,
+            ..Deleted::default()
+        }
+    );
     app.assign("+14255550101", "v").await;
 
     let mut stream = open_watch(
