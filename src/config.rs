@@ -36,8 +36,6 @@ pub struct Settings {
     pub client_ca: PathBuf,
     /// SPIFFE trust domain of client identities.
     pub trust_domain: String,
-    /// Prometheus metrics listener; none when unset.
-    pub metrics_listen: Option<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,
     /// How long open streams and calls get to finish after SIGTERM/SIGINT, in seconds.
@@ -64,7 +62,6 @@ impl Default for Settings {
             tls_key: "certs/server.key".into(),
             client_ca: "certs/ca.pem".into(),
             trust_domain: crate::pki::DEFAULT_TRUST_DOMAIN.into(),
-            metrics_listen: None,
             log_format: LogFormat::Text,
             shutdown_grace_secs: 10,
             number_event_retention_days: 7,
@@ -111,10 +108,6 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust_domain: Option<String>,
-    /// Prometheus metrics listener address [default: off].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics_listen: Option<SocketAddr>,
     /// Log format [default: text].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,7 +128,6 @@ pub const SETTING_KEYS: &[&str] = &[
     "tls_key",
     "client_ca",
     "trust_domain",
-    "metrics_listen",
     "log_format",
     "shutdown_grace_secs",
     "number_event_retention_days",

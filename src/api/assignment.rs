@@ -8,6 +8,7 @@ use super::Authorizer;
 use super::page_token::{decode_page_token, encode_page_token, page_size};
 use super::stream::{ServerStream, Streams};
 use super::watch::{Start, WatchPlan, WatchSource};
+use super::wire::numbers::status_filter_from_pb;
 use crate::domain::Violations;
 use crate::domain::ids::{E164, TenantId};
 use crate::domain::number::{NumberFilter, NumberStatus};
@@ -46,14 +47,7 @@ fn parse_tenant_filter(v: &mut Violations, raw: &str) -> Option<TenantId> {
 }
 
 fn parse_status_filter(v: &mut Violations, raw: i32) -> Option<NumberStatus> {
-    let status = match pb::NumberStatus::try_from(raw) {
-        Ok(pb::NumberStatus::Unspecified) => Ok(None),
-        Ok(pb::NumberStatus::Provisioned) => Ok(Some(NumberStatus::Provisioned)),
-        Ok(pb::NumberStatus::Assigned) => Ok(Some(NumberStatus::Assigned)),
-        Ok(pb::NumberStatus::Released) => Ok(Some(NumberStatus::Released)),
-        Err(_) => Err(format!("unknown status {raw}")),
-    };
-    v.check("status", status).flatten()
+    v.check("status", status_filter_from_pb(raw)).flatten()
 }
 
 fn plan_watch(req: &pb::WatchNumbersRequest) -> ApiResult<WatchPlan> {

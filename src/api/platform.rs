@@ -12,18 +12,18 @@ use super::reconciliation::{
     DiscrepancySource, ReconPlan, parse_classes, parse_recon, parse_window, reconciliation_report,
 };
 use super::stream::{ServerStream, Streams};
+use super::wire::numbers::{carrier_status_from_pb, parse_capabilities, usage_from_pb};
 use super::wire::records::{call_record_from_pb, quality_record_from_pb};
 use super::wire::summary::ingestion_summary;
-use super::wire::time::{duration_from_ms, timestamp};
+use super::wire::usage::{granularity_from_pb, usage_figure_to_pb};
 use crate::domain::Violations;
-use crate::domain::carrier::CarrierStatus;
 use crate::domain::ids::{
     self, CarrierId, E164, SipDomain, SipUri, TenantId, parse_display_name, parse_opaque_id,
     parse_optional_opaque_id,
 };
-use crate::domain::number::{Assignment, Capability, NumberUsage, Provisioning};
+use crate::domain::number::{Assignment, Provisioning};
 use crate::domain::reconcile::ReconClass;
-use crate::domain::usage::{DurationSource, Granularity, UsageAggregator, UsageFigure};
+use crate::domain::usage::UsageAggregator;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::StreamMetrics;
 use crate::pb::v1 as pb;
@@ -65,20 +65,6 @@ const MAX_USAGE_DAYS: i64 = 366;
 /// Calls read per usage page.
 const USAGE_PAGE: u64 = 5_000;
 
-fn usage_figure_to_pb(f: &UsageFigure) -> pb::UsageFigure {
-    pb::UsageFigure {
-        number: f.number.clone(),
-        period_start: Some(timestamp(f.period_start_ms)),
-        duration_source: match f.source {
-            DurationSource::Operator => pb::DurationSource::Operator,
-            DurationSource::Platform => pb::DurationSource::Platform,
-        } as i32,
-        calls: f.calls,
-        total_duration: Some(duration_from_ms(f.total_ms)),
-        minutes: f.minutes(),
-    }
-}
-
 impl PlatformApi {
     async fn usage(
         &self,
@@ -93,16 +79,7 @@ impl PlatformApi {
             req.end_time.as_ref(),
             MAX_USAGE_DAYS,
         );
-        let granularity = v.check(
-            "granularity",
-            match pb::UsageGranularity::try_from(req.granularity) {
-                Ok(pb::UsageGranularity::Unspecified | pb::UsageGranularity::Day) => {
-                    Ok(Granularity::Day)
-                }
-                Ok(pb::UsageGranularity::Month) => Ok(Granularity::Month),
-                Err(_) => Err("must be USAGE_GRANULARITY_DAY or USAGE_GRANULARITY_MONTH".into()),
-            },
-        );
+        let granularity = v.check("granularity", granularity_from_pb(req.granularity));
         let (tenant, window, granularity) = v
             .finish_with(|| Some((tenant?, window?, granularity?)))
             .map_err(ApiError::from)?;
@@ -168,45 +145,11 @@ fn parse_numbers(v: &mut Violations, field: &str, raw: &[String]) -> Vec<E164> {
     numbers
 }
 
-fn parse_capabilities(v: &mut Violations, raw: &[i32]) -> Vec<Capability> {
-    if raw.is_empty() {
-        v.push("capabilities", "must name at least one capability");
-    }
-    let mut caps = BTreeSet::new();
-    for (i, c) in raw.iter().enumerate() {
-        let cap = match pb::NumberCapability::try_from(*c) {
-            Ok(pb::NumberCapability::InboundCalling) => Capability::InboundCalling,
-            Ok(pb::NumberCapability::OutboundCalling) => Capability::OutboundCalling,
-            Ok(pb::NumberCapability::InboundSms) => Capability::InboundSms,
-            Ok(pb::NumberCapability::OutboundSms) => Capability::OutboundSms,
-            _ => {
-                v.push(
-                    format!("capabilities[{i}]"),
-                    format!("unknown capability {c}"),
-                );
-                continue;
-            }
-        };
-        caps.insert(cap);
-    }
-    caps.into_iter().collect()
-}
-
-fn parse_usage(v: &mut Violations, raw: i32) -> Option<NumberUsage> {
-    let usage = match pb::NumberUsage::try_from(raw) {
-        Ok(pb::NumberUsage::CallingUser) => Ok(NumberUsage::CallingUser),
-        Ok(pb::NumberUsage::VoiceApp) => Ok(NumberUsage::VoiceApp),
-        Ok(pb::NumberUsage::Conference) => Ok(NumberUsage::Conference),
-        _ => Err("must be CALLING_USER, VOICE_APP or CONFERENCE".to_owned()),
-    };
-    v.check("usage", usage)
-}
-
 impl PlatformApi {
     async fn assign(&self, req: pb::AssignNumberRequest) -> ApiResult<pb::AssignNumberResponse> {
         let mut v = Violations::default();
         let number = v.check("number", E164::parse(&req.number));
-        let usage = parse_usage(&mut v, req.usage);
+        let usage = v.check("usage", usage_from_pb(req.usage));
         let target = v.check(
             "assignment_target_id",
             parse_opaque_id(&req.assignment_target_id),
@@ -338,14 +281,7 @@ impl PlatformService for PlatformApi {
         let req = request.into_inner();
         let mut v = Violations::default();
         let id = v.check("carrier_id", CarrierId::parse(&req.carrier_id));
-        let status = v.check(
-            "status",
-            match pb::CarrierStatus::try_from(req.status) {
-                Ok(pb::CarrierStatus::Active) => Ok(CarrierStatus::Active),
-                Ok(pb::CarrierStatus::Suspended) => Ok(CarrierStatus::Suspended),
-                _ => Err("must be ACTIVE or SUSPENDED".to_owned()),
-            },
-        );
+        let status = v.check("status", carrier_status_from_pb(req.status));
         let (id, status) = v
             .finish_with(|| Some((id?, status?)))
             .map_err(ApiError::from)?;

@@ -217,11 +217,6 @@ impl Store {
         Ok(output)
     }
 
-    /// Checks that the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        Ok(self.db.ping().await?)
-    }
-
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(self) -> Result<(), StoreError> {
         Ok(self.db.close().await?)

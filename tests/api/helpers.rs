@@ -58,7 +58,6 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         tls_key: dir.join("server.key"),
         client_ca: dir.join("ca.pem"),
         trust_domain: TRUST_DOMAIN.into(),
-        metrics_listen: None,
         log_format: LogFormat::Text,
         shutdown_grace_secs: 5,
         number_event_retention_days: 7,

@@ -4,3 +4,4 @@ pub(crate) mod numbers;
 pub(crate) mod records;
 pub(crate) mod summary;
 pub(crate) mod time;
+pub(crate) mod usage;

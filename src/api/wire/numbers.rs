@@ -1,10 +1,72 @@
 //! Numbers, events and carriers between the domain and the wire.
 
+use std::collections::BTreeSet;
+
 use super::time::timestamp;
+use crate::domain::Violations;
 use crate::domain::carrier::{Carrier, CarrierStatus};
 use crate::domain::number::NumberEvent;
 use crate::domain::number::{Capability, EventKind, NumberState, NumberStatus, NumberUsage};
 use crate::pb::v1 as pb;
+
+// === Wire → domain ===
+
+/// Capabilities of a provisioning, each known, duplicates folded; at least one.
+pub(crate) fn parse_capabilities(v: &mut Violations, raw: &[i32]) -> Vec<Capability> {
+    if raw.is_empty() {
+        v.push("capabilities", "must name at least one capability");
+    }
+    let mut caps = BTreeSet::new();
+    for (i, c) in raw.iter().enumerate() {
+        let cap = match pb::NumberCapability::try_from(*c) {
+            Ok(pb::NumberCapability::InboundCalling) => Capability::InboundCalling,
+            Ok(pb::NumberCapability::OutboundCalling) => Capability::OutboundCalling,
+            Ok(pb::NumberCapability::InboundSms) => Capability::InboundSms,
+            Ok(pb::NumberCapability::OutboundSms) => Capability::OutboundSms,
+            _ => {
+                v.push(
+                    format!("capabilities[{i}]"),
+                    format!("unknown capability {c}"),
+                );
+                continue;
+            }
+        };
+        caps.insert(cap);
+    }
+    caps.into_iter().collect()
+}
+
+/// A number's usage in an assignment.
+pub(crate) fn usage_from_pb(raw: i32) -> Result<NumberUsage, String> {
+    match pb::NumberUsage::try_from(raw) {
+        Ok(pb::NumberUsage::CallingUser) => Ok(NumberUsage::CallingUser),
+        Ok(pb::NumberUsage::VoiceApp) => Ok(NumberUsage::VoiceApp),
+        Ok(pb::NumberUsage::Conference) => Ok(NumberUsage::Conference),
+        _ => Err("must be CALLING_USER, VOICE_APP or CONFERENCE".to_owned()),
+    }
+}
+
+/// A carrier status to set.
+pub(crate) fn carrier_status_from_pb(raw: i32) -> Result<CarrierStatus, String> {
+    match pb::CarrierStatus::try_from(raw) {
+        Ok(pb::CarrierStatus::Active) => Ok(CarrierStatus::Active),
+        Ok(pb::CarrierStatus::Suspended) => Ok(CarrierStatus::Suspended),
+        _ => Err("must be ACTIVE or SUSPENDED".to_owned()),
+    }
+}
+
+/// A status filter: unspecified is no filter.
+pub(crate) fn status_filter_from_pb(raw: i32) -> Result<Option<NumberStatus>, String> {
+    match pb::NumberStatus::try_from(raw) {
+        Ok(pb::NumberStatus::Unspecified) => Ok(None),
+        Ok(pb::NumberStatus::Provisioned) => Ok(Some(NumberStatus::Provisioned)),
+        Ok(pb::NumberStatus::Assigned) => Ok(Some(NumberStatus::Assigned)),
+        Ok(pb::NumberStatus::Released) => Ok(Some(NumberStatus::Released)),
+        Err(_) => Err(format!("unknown status {raw}")),
+    }
+}
+
+// === Domain → wire ===
 
 pub(crate) fn status_to_pb(status: NumberStatus) -> pb::NumberStatus {
     match status {
