@@ -115,3 +115,121 @@ impl Drop for LoggedBody {
         self.finish(Code::Cancelled);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A response body of the given frames.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = tonic::Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    fn trailers(code: Code) -> Frame<Bytes> {
+        let mut map = HeaderMap::new();
+        map.insert("grpc-status", (code as i32).to_string().parse().unwrap());
+        Frame::trailers(map)
+    }
+
+    /// The log lines written while `run` runs.
+    fn logged(run: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Polls a response body to its end.
+    fn drain(response: Response<tonic::body::Body>) {
+        let mut body = response.into_body();
+        futures::executor::block_on(futures::future::poll_fn(|cx| {
+            loop {
+                match Pin::new(&mut body).poll_frame(cx) {
+                    Poll::Ready(Some(_)) => {}
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }));
+    }
+
+    fn stream(frames: Vec<Frame<Bytes>>) -> Response<tonic::body::Body> {
+        Response::new(tonic::body::Body::new(Frames(frames.into())))
+    }
+
+    /// A stream that sent a message and then failed is logged with its failure, once.
+    #[test]
+    fn a_stream_is_logged_with_its_final_status() {
+        let line = logged(|| {
+            let response = log_response(
+                stream(vec![
+                    Frame::data(Bytes::from_static(b"12345")),
+                    trailers(Code::PermissionDenied),
+                ]),
+                Instant::now(),
+            );
+            drain(response);
+        });
+        assert!(line.contains("rpc failed"), "{line}");
+        assert!(line.contains("PermissionDenied"), "{line}");
+        assert!(line.contains("bytes=5"), "{line}");
+        assert_eq!(line.lines().count(), 1, "{line}");
+    }
+
+    /// A stream that ends with status 0 is logged as OK; one dropped before its end as
+    /// CANCELLED; a status already in the headers is logged at once.
+    #[test]
+    fn ok_cancelled_and_trailers_only_calls_are_logged() {
+        let ok = logged(|| {
+            drain(log_response(
+                stream(vec![trailers(Code::Ok)]),
+                Instant::now(),
+            ))
+        });
+        assert!(
+            ok.contains("rpc finished") && ok.contains("code=Ok"),
+            "{ok}"
+        );
+        let cancelled = logged(|| {
+            let response = log_response(
+                stream(vec![Frame::data(Bytes::from_static(b"x"))]),
+                Instant::now(),
+            );
+            drop(response);
+        });
+        assert!(cancelled.contains("Cancelled"), "{cancelled}");
+        let early = logged(|| {
+            let status = tonic::Status::not_found("no such number");
+            let _response = log_response(status.into_http(), Instant::now());
+        });
+        assert!(early.contains("NotFound"), "{early}");
+    }
+}
