@@ -50,6 +50,16 @@ pub struct Settings {
     pub duration_retention_days: u32,
     /// How often retention purges run, in seconds.
     pub purge_interval_secs: u64,
+    /// Open streams (server and client streams) per carrier on this instance.
+    pub max_streams_per_carrier: u32,
+    /// Unary calls and stream opens per second per carrier (burst: twice as many); 0 is off.
+    pub rate_limit_per_carrier: u32,
+    /// Largest message decoded or encoded, in bytes.
+    pub max_message_bytes: usize,
+    /// Most records one client stream (upload or ingestion) may send.
+    pub max_records_per_upload: u64,
+    /// How long a client stream may go without a message, in seconds.
+    pub upload_idle_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -69,6 +79,11 @@ impl Default for Settings {
             quality_record_retention_days: 30,
             duration_retention_days: 548,
             purge_interval_secs: 3600,
+            max_streams_per_carrier: 64,
+            rate_limit_per_carrier: 200,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_records_per_upload: 5_000_000,
+            upload_idle_timeout_secs: 60,
         }
     }
 }
@@ -116,6 +131,26 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Open streams per carrier on this instance [default: 64].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_carrier: Option<u32>,
+    /// Calls and stream opens per second per carrier, burst twice that; 0 is off [default: 200].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_carrier: Option<u32>,
+    /// Largest message decoded or encoded, in bytes [default: 4194304].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
+    /// Most records per upload or ingestion stream [default: 5000000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_records_per_upload: Option<u64>,
+    /// Seconds a client stream may go without a message [default: 60].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_idle_timeout_secs: Option<u64>,
 }
 
 /// Every key of [`Settings`], as written in the TOML file and (upper-cased, `OPCONNECT_`
@@ -135,6 +170,11 @@ pub const SETTING_KEYS: &[&str] = &[
     "quality_record_retention_days",
     "duration_retention_days",
     "purge_interval_secs",
+    "max_streams_per_carrier",
+    "rate_limit_per_carrier",
+    "max_message_bytes",
+    "max_records_per_upload",
+    "upload_idle_timeout_secs",
 ];
 
 /// A configuration problem, stated in one line.

@@ -12,6 +12,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::domain::Violation;
+use crate::domain::durations::Tally;
 use crate::domain::number::TransitionError;
 use crate::store::StoreError;
 
@@ -59,6 +60,14 @@ pub enum Reason {
     ServerShuttingDown,
     /// The database is unreachable or failed.
     StoreUnavailable,
+    /// The carrier has as many streams open on this instance as it may.
+    StreamLimit,
+    /// The carrier calls faster than its rate.
+    RateLimit,
+    /// A client stream sent more records than one stream may.
+    UploadTooLarge,
+    /// A client stream went quiet for longer than it may.
+    UploadIdle,
     /// A bug or an unexpected state.
     Internal,
 }
@@ -86,6 +95,10 @@ impl Reason {
             Self::NumberNotAssigned => "NUMBER_NOT_ASSIGNED",
             Self::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
+            Self::StreamLimit => "STREAM_LIMIT",
+            Self::RateLimit => "RATE_LIMIT",
+            Self::UploadTooLarge => "UPLOAD_TOO_LARGE",
+            Self::UploadIdle => "UPLOAD_IDLE",
             Self::Internal => "INTERNAL",
         }
     }
@@ -108,6 +121,8 @@ impl Reason {
             Self::NumberNotFound | Self::CarrierNotFound | Self::UploadNotFound => Code::NotFound,
             Self::CarrierExists => Code::AlreadyExists,
             Self::ServerShuttingDown | Self::StoreUnavailable => Code::Unavailable,
+            Self::StreamLimit | Self::RateLimit | Self::UploadTooLarge => Code::ResourceExhausted,
+            Self::UploadIdle => Code::DeadlineExceeded,
             Self::Internal => Code::Internal,
         }
     }
@@ -125,6 +140,8 @@ pub enum ApiError {
         message: String,
         /// Dynamic values (the id concerned, bounds), sent as `ErrorInfo.metadata`.
         metadata: Vec<(&'static str, String)>,
+        /// When a retry can succeed: sent as `RetryInfo`.
+        retry_after: Option<Duration>,
     },
     /// One or more request fields are invalid.
     #[error("invalid request: {}", describe(.0))]
@@ -156,7 +173,57 @@ impl ApiError {
             reason,
             message,
             metadata,
+            retry_after: None,
         }
+    }
+
+    /// The carrier has `max` streams open on this instance; one may open when another ends.
+    pub fn stream_limit(max: u32) -> Self {
+        Self::Refused {
+            reason: Reason::StreamLimit,
+            message: format!(
+                "this carrier has {max} streams open on this instance, its limit; close one or retry later"
+            ),
+            metadata: vec![("max_streams", max.to_string())],
+            retry_after: Some(Duration::from_secs(1)),
+        }
+    }
+
+    /// The carrier calls faster than `per_second`; the next call is allowed after `wait`.
+    pub fn rate_limit(per_second: u32, wait: Duration) -> Self {
+        Self::Refused {
+            reason: Reason::RateLimit,
+            message: format!(
+                "this carrier exceeds its rate of {per_second} calls per second; retry after the RetryInfo delay"
+            ),
+            metadata: vec![("calls_per_second", per_second.to_string())],
+            retry_after: Some(wait.max(Duration::from_millis(1))),
+        }
+    }
+
+    /// A client stream went past `max` records; what came before was committed, as `tally`.
+    pub fn upload_too_large(max: u64, tally: &Tally) -> Self {
+        Self::refused(
+            Reason::UploadTooLarge,
+            format!(
+                "a stream may carry at most {max} records; the {} received before were committed, send the rest in another stream",
+                tally.received
+            ),
+            tally_metadata(tally),
+        )
+    }
+
+    /// A client stream sent nothing for `idle`; what came before was committed, as `tally`.
+    pub fn upload_idle(idle: Duration, tally: &Tally) -> Self {
+        Self::refused(
+            Reason::UploadIdle,
+            format!(
+                "no message for {} s; the {} records received before were committed",
+                idle.as_secs(),
+                tally.received
+            ),
+            tally_metadata(tally),
+        )
     }
 
     /// `INVALID_ARGUMENT` for one field.
@@ -337,8 +404,15 @@ impl From<ApiError> for Status {
             ApiError::InvalidArgument(violations) => {
                 details.set_bad_request(violations.clone());
             }
-            ApiError::Refused { metadata: m, .. } => {
+            ApiError::Refused {
+                metadata: m,
+                retry_after,
+                ..
+            } => {
                 metadata.extend(m.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+                if let Some(after) = retry_after {
+                    details.set_retry_info(Some(*after));
+                }
             }
             ApiError::Store(cause) => {
                 tracing::error!(error = %cause, "store error");
@@ -352,6 +426,16 @@ impl From<ApiError> for Status {
         details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
         Status::with_error_details(reason.code(), err.to_string(), details)
     }
+}
+
+/// What a cut-off client stream did before it ended, as `ErrorInfo.metadata`.
+fn tally_metadata(tally: &Tally) -> Vec<(&'static str, String)> {
+    vec![
+        ("received", tally.received.to_string()),
+        ("accepted", tally.accepted.to_string()),
+        ("duplicates", tally.duplicates.to_string()),
+        ("rejected", tally.rejected.to_string()),
+    ]
 }
 
 /// Result of an RPC handler's inner logic.

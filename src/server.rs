@@ -18,7 +18,7 @@ use crate::api::assignment::AssignmentApi;
 use crate::api::durations::CallDurationApi;
 use crate::api::platform::PlatformApi;
 use crate::api::records::CallRecordApi;
-use crate::api::{Authorizer, Streams};
+use crate::api::{Authorizer, Limits, StreamBounds, Streams};
 use crate::config::Settings;
 use crate::identity::IdentityLayer;
 use crate::metrics::StreamMetrics;
@@ -222,7 +222,16 @@ impl App {
             Err(e) => tracing::warn!(error = %e, "listener has no local address"),
         }
 
-        let auth = Authorizer::new(store.clone());
+        let limits = Arc::new(Limits::new(
+            settings.max_streams_per_carrier,
+            settings.rate_limit_per_carrier,
+        ));
+        let auth = Authorizer::new(store.clone(), limits);
+        let bounds = StreamBounds {
+            max_records: settings.max_records_per_upload,
+            idle: Duration::from_secs(settings.upload_idle_timeout_secs.max(1)),
+        };
+        let max_message = settings.max_message_bytes;
         let streams = Streams::new(
             auth.clone(),
             store.feed().clone(),
@@ -257,28 +266,46 @@ impl App {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(AssignmentServiceServer::new(AssignmentApi::new(
-                store.clone(),
-                auth.clone(),
-                streams.clone(),
-            )))
-            .add_service(CallRecordServiceServer::new(CallRecordApi::new(
-                store.clone(),
-                auth.clone(),
-                streams.clone(),
-            )))
-            .add_service(CallDurationServiceServer::new(CallDurationApi::new(
-                store.clone(),
-                auth.clone(),
-                streams.clone(),
-                metrics.clone(),
-            )))
-            .add_service(PlatformServiceServer::new(PlatformApi::new(
-                store.clone(),
-                auth,
-                streams,
-                metrics,
-            )))
+            .add_service(
+                AssignmentServiceServer::new(AssignmentApi::new(
+                    store.clone(),
+                    auth.clone(),
+                    streams.clone(),
+                ))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            )
+            .add_service(
+                CallRecordServiceServer::new(CallRecordApi::new(
+                    store.clone(),
+                    auth.clone(),
+                    streams.clone(),
+                ))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            )
+            .add_service(
+                CallDurationServiceServer::new(CallDurationApi::new(
+                    store.clone(),
+                    auth.clone(),
+                    streams.clone(),
+                    metrics.clone(),
+                    bounds,
+                ))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            )
+            .add_service(
+                PlatformServiceServer::new(PlatformApi::new(
+                    store.clone(),
+                    auth,
+                    streams,
+                    metrics,
+                    bounds,
+                ))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            )
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
         tokio::pin!(serve);
         let result = tokio::select! {

@@ -166,7 +166,12 @@ impl AssignmentService for AssignmentApi {
     ) -> Result<Response<Self::WatchNumbersStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
         let plan = plan_watch(request.get_ref())?;
+        let permit = self.auth.stream_permit(&carrier)?;
         let source = WatchSource::new(self.store.clone(), carrier.id.clone(), plan);
-        Ok(Response::new(self.streams.open(carrier.id, source)))
+        Ok(Response::new(self.streams.open(
+            carrier.id,
+            Some(permit),
+            source,
+        )))
     }
 }

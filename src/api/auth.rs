@@ -1,8 +1,12 @@
-//! Who may call: carrier-facing services take only registered, active carriers; PlatformService
-//! only platform identities. The caller comes from [`crate::identity::IdentityLayer`].
+//! Who may call: carrier-facing services take only registered, active carriers, within their
+//! limits; PlatformService only platform identities. The caller comes from
+//! [`crate::identity::IdentityLayer`].
+
+use std::sync::Arc;
 
 use tonic::Request;
 
+use super::limits::{Limits, StreamPermit};
 use crate::domain::carrier::{Carrier, CarrierStatus};
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
@@ -13,20 +17,30 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub(crate) struct Authorizer {
     store: Store,
+    limits: Arc<Limits>,
 }
 
 impl Authorizer {
-    /// An authorizer checking carriers against `store`.
-    pub(crate) fn new(store: Store) -> Self {
-        Self { store }
+    /// An authorizer checking carriers against `store` and `limits`.
+    pub(crate) fn new(store: Store, limits: Arc<Limits>) -> Self {
+        Self { store, limits }
     }
 
-    /// The calling carrier, which must be registered and active.
+    /// The calling carrier, which must be within its call rate, registered and active. The
+    /// rate is checked first, so a carrier past it costs no database read.
     pub(crate) async fn carrier<T>(&self, request: &Request<T>) -> Result<Carrier, ApiError> {
         match caller(request)? {
-            Caller::Carrier(id) => self.active_carrier(&id).await,
+            Caller::Carrier(id) => {
+                self.limits.check_rate(&id)?;
+                self.active_carrier(&id).await
+            }
             Caller::Platform(_) => Err(ApiError::role_denied("carrier")),
         }
+    }
+
+    /// A permit for one more open stream of `carrier`, or `STREAM_LIMIT`.
+    pub(crate) fn stream_permit(&self, carrier: &Carrier) -> Result<StreamPermit, ApiError> {
+        self.limits.stream_permit(&carrier.id)
     }
 
     /// The carrier `id`, if it is registered and active; streams repeat this check.

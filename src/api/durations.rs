@@ -7,12 +7,16 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Authorizer;
-use super::ingest::{DurationSink, Parsed, ingest_detached};
+use super::ingest::{
+    CarrierGuard, DurationSink, Ingestion, Parsed, StreamBounds, discard_rest, first_message,
+    ingest_detached,
+};
 use super::reconciliation::{DiscrepancySource, parse_classes, parse_recon};
 use super::stream::{ServerStream, Streams};
 use super::wire::records::call_duration_from_pb;
 use super::wire::summary::upload_summary;
 use crate::domain::Violations;
+use crate::domain::durations::Rejection;
 use crate::domain::ids::parse_opaque_id;
 use crate::error::ApiError;
 use crate::metrics::StreamMetrics;
@@ -27,6 +31,7 @@ pub(crate) struct CallDurationApi {
     auth: Authorizer,
     streams: Streams,
     metrics: Arc<StreamMetrics>,
+    bounds: StreamBounds,
 }
 
 impl CallDurationApi {
@@ -36,12 +41,14 @@ impl CallDurationApi {
         auth: Authorizer,
         streams: Streams,
         metrics: Arc<StreamMetrics>,
+        bounds: StreamBounds,
     ) -> Self {
         Self {
             store,
             auth,
             streams,
             metrics,
+            bounds,
         }
     }
 }
@@ -53,8 +60,11 @@ impl CallDurationService for CallDurationApi {
         request: Request<Streaming<pb::ReportCallDurationsRequest>>,
     ) -> Result<Response<pb::ReportCallDurationsResponse>, Status> {
         let carrier = self.auth.carrier(&request).await?;
+        let permit = self.auth.stream_permit(&carrier)?;
         let mut stream = request.into_inner();
-        let first: pb::ReportCallDurationsRequest = stream.message().await?.unwrap_or_default();
+        let first: pb::ReportCallDurationsRequest = first_message(&mut stream, self.bounds)
+            .await?
+            .unwrap_or_default();
         let upload_id = first.upload_id.clone();
         if !upload_id.is_empty() {
             parse_opaque_id(&upload_id).map_err(|e| ApiError::invalid("upload_id", e))?;
@@ -65,7 +75,7 @@ impl CallDurationService for CallDurationApi {
                 .map_err(ApiError::from)?
             {
                 // Already complete: read the rest of the stream without storing anything.
-                while stream.message().await?.is_some() {}
+                discard_rest(&mut stream, self.bounds, |m| m.records.len()).await?;
                 tracing::info!(upload_id, "upload already complete; returning its summary");
                 return Ok(Response::new(pb::ReportCallDurationsResponse {
                     summary: Some(upload_summary(
@@ -82,16 +92,26 @@ impl CallDurationService for CallDurationApi {
         };
         let messages = futures::stream::iter([Ok(first)]).chain(stream);
         let carrier_id = carrier.id.clone();
+        let ingestion = Ingestion {
+            metrics: self.metrics.clone(),
+            bounds: self.bounds,
+            permit: Some(permit),
+            guard: Some(CarrierGuard::new(
+                self.auth.clone(),
+                self.store.feed(),
+                carrier.id.clone(),
+            )),
+        };
         let tally = ingest_detached(
             sink,
-            self.metrics.clone(),
+            ingestion,
             messages,
             move |message: pb::ReportCallDurationsRequest| {
                 message
                     .records
                     .iter()
                     .map(|r| Parsed {
-                        call_id: r.call_id.clone(),
+                        call_id: Rejection::echo(&r.call_id),
                         result: call_duration_from_pb(r).map(|d| (carrier_id.clone(), d)),
                     })
                     .collect()
@@ -141,6 +161,7 @@ impl CallDurationService for CallDurationApi {
         request: Request<pb::ListDiscrepanciesRequest>,
     ) -> Result<Response<Self::ListDiscrepanciesStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
+        let permit = self.auth.stream_permit(&carrier)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let plan = parse_recon(&mut v, req.window.as_ref());
@@ -154,6 +175,10 @@ impl CallDurationService for CallDurationApi {
             classes,
             |discrepancies| pb::ListDiscrepanciesResponse { discrepancies },
         );
-        Ok(Response::new(self.streams.open(carrier.id, source)))
+        Ok(Response::new(self.streams.open(
+            carrier.id,
+            Some(permit),
+            source,
+        )))
     }
 }

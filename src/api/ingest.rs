@@ -3,9 +3,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use tokio::sync::watch;
 use tonic::Status;
+
+use super::Authorizer;
+use super::limits::StreamPermit;
+use crate::feed::{CarrierSignal, Feed};
 
 use crate::domain::Violation;
 use crate::domain::durations::IngestOutcome;
@@ -58,12 +64,70 @@ impl Sink<CallDurationReport> for DurationSink {
     }
 }
 
+/// The bounds every client stream of this server keeps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamBounds {
+    /// Most records one stream may send.
+    pub max_records: u64,
+    /// Longest wait for the next message.
+    pub idle: Duration,
+}
+
+/// What one client stream runs with: the server's accounting and bounds, and for a carrier's
+/// upload its stream permit and the watch that ends it on suspension.
+pub(crate) struct Ingestion {
+    pub metrics: Arc<StreamMetrics>,
+    pub bounds: StreamBounds,
+    /// Held until the stream ends.
+    pub permit: Option<StreamPermit>,
+    /// Ends the stream when the carrier is suspended.
+    pub guard: Option<CarrierGuard>,
+}
+
+/// Watches one carrier's status while its upload runs.
+pub(crate) struct CarrierGuard {
+    auth: Authorizer,
+    carrier: CarrierId,
+    signals: watch::Receiver<CarrierSignal>,
+    status_epoch: u64,
+}
+
+impl CarrierGuard {
+    /// A guard of `carrier`, woken by `feed`.
+    pub(crate) fn new(auth: Authorizer, feed: &Feed, carrier: CarrierId) -> Self {
+        let mut signals = feed.subscribe(carrier.as_str());
+        let status_epoch = signals.borrow_and_update().status_epoch;
+        Self {
+            auth,
+            carrier,
+            signals,
+            status_epoch,
+        }
+    }
+
+    /// Resolves with the refusal once the carrier is no longer active.
+    async fn revoked(&mut self) -> ApiError {
+        loop {
+            if self.signals.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let epoch = self.signals.borrow_and_update().status_epoch;
+            if epoch != self.status_epoch {
+                self.status_epoch = epoch;
+                if let Err(refused) = self.auth.active_carrier(&self.carrier).await {
+                    return refused;
+                }
+            }
+        }
+    }
+}
+
 /// Runs [`ingest_stream`] in a task of its own. hyper drops an RPC's handler when its
 /// connection dies; the task lives on, sees the broken stream, and commits the valid records it
 /// had received before ending, so a client's retry has less to send again.
 pub(crate) async fn ingest_detached<M, T, S, K, P>(
     sink: K,
-    metrics: Arc<StreamMetrics>,
+    ingestion: Ingestion,
     stream: S,
     parse: P,
 ) -> Result<Tally, Status>
@@ -76,7 +140,7 @@ where
 {
     use tracing::Instrument;
     let task = tokio::spawn(
-        async move { ingest_stream(&sink, &metrics, stream, parse).await }
+        async move { ingest_stream(&sink, ingestion, stream, parse).await }
             .instrument(tracing::Span::current()),
     );
     task.await
@@ -143,25 +207,13 @@ async fn commit<T, K: Sink<T>>(
 
 /// Reads a client stream of batches, validating each record with `parse`, committing valid
 /// ones every [`COMMIT_EVERY`] records and at the end. A stream that breaks (an error from the
-/// client or the connection) commits the valid records it received, then ends with that error;
-/// the client's retry of the whole stream converges, committed records counting as duplicates.
+/// client or the connection), goes quiet past its idle bound or past its record bound commits
+/// the valid records it received, then ends with that error; the client's retry of the whole
+/// stream converges, committed records counting as duplicates. A suspension ends it at once,
+/// keeping only what was committed before.
 pub(crate) async fn ingest_stream<M, T, S, K>(
     sink: &K,
-    metrics: &Arc<StreamMetrics>,
-    stream: S,
-    parse: impl Fn(M) -> Vec<Parsed<T>>,
-) -> Result<Tally, Status>
-where
-    S: Stream<Item = Result<M, Status>> + Unpin,
-    K: Sink<T>,
-{
-    let _open = metrics.open_stream();
-    ingest_counted(sink, metrics, stream, parse).await
-}
-
-async fn ingest_counted<M, T, S, K>(
-    sink: &K,
-    metrics: &StreamMetrics,
+    mut ingestion: Ingestion,
     mut stream: S,
     parse: impl Fn(M) -> Vec<Parsed<T>>,
 ) -> Result<Tally, Status>
@@ -169,22 +221,42 @@ where
     S: Stream<Item = Result<M, Status>> + Unpin,
     K: Sink<T>,
 {
+    let metrics = ingestion.metrics.clone();
+    let _open = metrics.open_stream();
+    let _permit = ingestion.permit.take();
+    let bounds = ingestion.bounds;
     let mut tally = Tally::default();
     let mut pending = Pending {
         records: Vec::new(),
         origins: Vec::new(),
     };
     let mut index: i64 = 0;
-    while let Some(message) = stream.next().await {
-        let message = match message {
-            Ok(m) => m,
-            Err(status) => {
-                commit(sink, metrics, &mut pending, &mut tally).await?;
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(bounds.idle, stream.next()) => next,
+            refused = suspended(ingestion.guard.as_mut()) => {
+                tracing::info!(received = tally.received, "upload ended by the carrier's status");
+                return Err(refused.into());
+            }
+        };
+        let message = match next {
+            Err(_) => {
+                commit(sink, &metrics, &mut pending, &mut tally).await?;
+                return Err(ApiError::upload_idle(bounds.idle, &tally).into());
+            }
+            Ok(None) => break,
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(status))) => {
+                commit(sink, &metrics, &mut pending, &mut tally).await?;
                 tracing::info!(received = tally.received, error = %status, "ingestion stream broke");
                 return Err(status);
             }
         };
         for parsed in parse(message) {
+            if u64::try_from(tally.received).unwrap_or(u64::MAX) >= bounds.max_records {
+                commit(sink, &metrics, &mut pending, &mut tally).await?;
+                return Err(ApiError::upload_too_large(bounds.max_records, &tally).into());
+            }
             tally.received += 1;
             match parsed.result {
                 Ok(record) => {
@@ -212,10 +284,10 @@ where
             index += 1;
         }
         if pending.records.len() >= COMMIT_EVERY {
-            commit(sink, metrics, &mut pending, &mut tally).await?;
+            commit(sink, &metrics, &mut pending, &mut tally).await?;
         }
     }
-    commit(sink, metrics, &mut pending, &mut tally).await?;
+    commit(sink, &metrics, &mut pending, &mut tally).await?;
     tally.settle();
     tracing::info!(
         received = tally.received,
@@ -225,6 +297,44 @@ where
         "ingestion finished"
     );
     Ok(tally)
+}
+
+/// The first message of a client stream, waiting at most the idle bound for it.
+pub(crate) async fn first_message<M>(
+    stream: &mut tonic::Streaming<M>,
+    bounds: StreamBounds,
+) -> Result<Option<M>, Status> {
+    match tokio::time::timeout(bounds.idle, stream.message()).await {
+        Ok(message) => message,
+        Err(_) => Err(ApiError::upload_idle(bounds.idle, &Tally::default()).into()),
+    }
+}
+
+/// Reads the rest of a client stream whose answer is known (a completed upload sent again)
+/// and stores nothing, within the same bounds as any stream; `records` counts a message's.
+pub(crate) async fn discard_rest<M>(
+    stream: &mut tonic::Streaming<M>,
+    bounds: StreamBounds,
+    records: impl Fn(&M) -> usize,
+) -> Result<(), Status> {
+    let mut seen = Tally::default();
+    while let Some(message) = first_message(stream, bounds).await? {
+        seen.received = seen
+            .received
+            .saturating_add(i64::try_from(records(&message)).unwrap_or(i64::MAX));
+        if u64::try_from(seen.received).unwrap_or(u64::MAX) > bounds.max_records {
+            return Err(ApiError::upload_too_large(bounds.max_records, &seen).into());
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when `guard`'s carrier is suspended; never without a guard.
+async fn suspended(guard: Option<&mut CarrierGuard>) -> ApiError {
+    match guard {
+        Some(guard) => guard.revoked().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Validates a batch of (carrier id, record) pairs as the platform ingests them.
@@ -237,7 +347,7 @@ pub(crate) fn parse_carrier_batch<W, T>(
         .map(|(carrier_id, record)| Parsed {
             call_id: record
                 .as_ref()
-                .map(|r| call_id(r).to_owned())
+                .map(|r| Rejection::echo(call_id(r)))
                 .unwrap_or_default(),
             result: parse_carrier_record(&carrier_id, record.as_ref(), &parse),
         })

@@ -8,6 +8,7 @@ pub(crate) mod assignment;
 mod auth;
 pub(crate) mod durations;
 mod ingest;
+mod limits;
 mod page_token;
 pub(crate) mod platform;
 mod reconciliation;
@@ -17,4 +18,6 @@ mod watch;
 mod wire;
 
 pub(crate) use auth::Authorizer;
+pub(crate) use ingest::StreamBounds;
+pub(crate) use limits::Limits;
 pub(crate) use stream::Streams;

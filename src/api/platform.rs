@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Authorizer;
-use super::ingest::{ingest_detached, parse_carrier_batch};
+use super::ingest::{Ingestion, StreamBounds, ingest_detached, parse_carrier_batch};
 use super::page_token::{decode_page_token, encode_page_token, page_size};
 use super::reconciliation::{
     DiscrepancySource, ReconPlan, parse_classes, parse_recon, parse_window, reconciliation_report,
@@ -41,6 +41,7 @@ pub(crate) struct PlatformApi {
     /// Discrepancy streams run here.
     streams: Streams,
     metrics: Arc<StreamMetrics>,
+    bounds: StreamBounds,
 }
 
 impl PlatformApi {
@@ -50,12 +51,24 @@ impl PlatformApi {
         auth: Authorizer,
         streams: Streams,
         metrics: Arc<StreamMetrics>,
+        bounds: StreamBounds,
     ) -> Self {
         Self {
             store,
             auth,
             streams,
             metrics,
+            bounds,
+        }
+    }
+
+    /// How the platform's ingestion streams run: bounded, not counted against any carrier.
+    fn ingestion(&self) -> Ingestion {
+        Ingestion {
+            metrics: self.metrics.clone(),
+            bounds: self.bounds,
+            permit: None,
+            guard: None,
         }
     }
 }
@@ -355,7 +368,7 @@ impl PlatformService for PlatformApi {
         self.auth.platform(&request)?;
         let tally = ingest_detached(
             self.store.clone(),
-            self.metrics.clone(),
+            self.ingestion(),
             request.into_inner(),
             |message: pb::IngestCallRecordsRequest| {
                 let records = message
@@ -378,7 +391,7 @@ impl PlatformService for PlatformApi {
         self.auth.platform(&request)?;
         let tally = ingest_detached(
             self.store.clone(),
-            self.metrics.clone(),
+            self.ingestion(),
             request.into_inner(),
             |message: pb::IngestQualityRecordsRequest| {
                 let records = message
@@ -433,6 +446,6 @@ impl PlatformService for PlatformApi {
             classes,
             |discrepancies| pb::PlatformServiceListDiscrepanciesResponse { discrepancies },
         );
-        Ok(Response::new(self.streams.open(carrier, source)))
+        Ok(Response::new(self.streams.open(carrier, None, source)))
     }
 }

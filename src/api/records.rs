@@ -314,8 +314,10 @@ impl CallRecordService for CallRecordApi {
     ) -> Result<Response<Self::StreamCallRecordsStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
         let plan = plan_stream(request.get_ref().options.as_ref())?;
+        let permit = self.auth.stream_permit(&carrier)?;
         Ok(Response::new(self.streams.open(
             carrier.id.clone(),
+            Some(permit),
             RecordSource::<CallRecord>::new(self.store.clone(), carrier.id, plan),
         )))
     }
@@ -328,8 +330,10 @@ impl CallRecordService for CallRecordApi {
     ) -> Result<Response<Self::StreamQualityRecordsStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
         let plan = plan_stream(request.get_ref().options.as_ref())?;
+        let permit = self.auth.stream_permit(&carrier)?;
         Ok(Response::new(self.streams.open(
             carrier.id.clone(),
+            Some(permit),
             RecordSource::<QualityRecord>::new(self.store.clone(), carrier.id, plan),
         )))
     }

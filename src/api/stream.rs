@@ -25,6 +25,7 @@ use tonic::Status;
 use tracing::Instrument;
 
 use super::auth::Authorizer;
+use super::limits::StreamPermit;
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
 use crate::feed::{CarrierSignal, Feed};
@@ -113,11 +114,13 @@ impl Streams {
         }
     }
 
-    /// Starts a stream about `carrier`'s data, produced by `source`. It ends when the source
+    /// Starts a stream about `carrier`'s data, produced by `source`, holding `permit` (a
+    /// carrier's own streams count against its limit) until it ends. It ends when the source
     /// ends, fails, the client leaves, the server shuts down, or the carrier is suspended.
     pub(crate) fn open<S: Source>(
         &self,
         carrier: CarrierId,
+        permit: Option<StreamPermit>,
         source: S,
     ) -> ServerStream<S::Message> {
         let (tx, rx) = mpsc::channel(BUFFER);
@@ -144,6 +147,7 @@ impl Streams {
                     let _ = end_tx.send(err.into());
                 }
                 drop(open);
+                drop(permit);
             }
             .instrument(tracing::Span::current()),
         );

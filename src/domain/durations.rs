@@ -8,6 +8,11 @@ use super::values::{CallId, DurationMs, UnixMillis};
 
 /// Most rejections listed in a tally; all are counted.
 pub const MAX_LISTED_REJECTIONS: usize = 1_000;
+/// Most bytes of a client's value a rejection echoes (a call id as sent).
+pub const MAX_ECHO_BYTES: usize = 128;
+/// Most bytes the listed rejections of a tally may take, as an upper bound of their encoded
+/// size in a summary or a stored row: summaries stay far below 256 KiB whatever was sent.
+pub const MAX_LISTED_BYTES: usize = 160 * 1024;
 
 /// A validated duration report for one call; every field is a validated value, so the
 /// constructor cannot fail. Times and durations in milliseconds.
@@ -74,6 +79,29 @@ pub enum RejectionKind {
     CarrierUnknown,
 }
 
+impl Rejection {
+    /// What a rejection keeps of a value a client sent: at most [`MAX_ECHO_BYTES`] bytes, cut
+    /// on a character boundary, control characters replaced by U+FFFD. Nothing a client
+    /// sends is kept beyond that, however large it was.
+    pub fn echo(raw: &str) -> String {
+        let mut echo = String::new();
+        for c in raw.chars() {
+            let c = if c.is_control() { '\u{fffd}' } else { c };
+            if echo.len() + c.len_utf8() > MAX_ECHO_BYTES {
+                break;
+            }
+            echo.push(c);
+        }
+        echo
+    }
+
+    /// An upper bound of the bytes this rejection takes in a summary, encoded as protobuf or
+    /// as JSON (quotes and backslashes doubled, field names and numbers included).
+    fn weight(&self) -> usize {
+        2 * (self.call_id.len() + self.field.len() + self.description.len()) + 96
+    }
+}
+
 /// One refused record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
@@ -115,10 +143,21 @@ impl Tally {
         }
     }
 
-    /// Orders the listed rejections by index and keeps the first [`MAX_LISTED_REJECTIONS`].
+    /// Orders the listed rejections by index and keeps the first [`MAX_LISTED_REJECTIONS`],
+    /// or fewer if they would take more than [`MAX_LISTED_BYTES`].
     pub fn settle(&mut self) {
         self.rejections.sort_by_key(|r| r.index);
         self.rejections.truncate(MAX_LISTED_REJECTIONS);
+        let mut bytes = 0;
+        let fit = self
+            .rejections
+            .iter()
+            .take_while(|r| {
+                bytes += r.weight();
+                bytes <= MAX_LISTED_BYTES
+            })
+            .count();
+        self.rejections.truncate(fit);
     }
 }
 
@@ -156,6 +195,40 @@ mod tests {
             kind: RejectionKind::Conflict,
             description: String::new(),
         }
+    }
+
+    /// An echo keeps at most 128 bytes, whole characters, no control characters.
+    #[test]
+    fn echoes_are_short_and_printable() {
+        assert_eq!(Rejection::echo("c-1"), "c-1");
+        assert_eq!(
+            Rejection::echo(&"x".repeat(4_000_000)).len(),
+            MAX_ECHO_BYTES
+        );
+        let accents = "é".repeat(100);
+        let echo = Rejection::echo(&accents);
+        assert!(echo.len() <= MAX_ECHO_BYTES && echo.chars().all(|c| c == 'é'));
+        assert_eq!(Rejection::echo("a\nb\0"), "a\u{fffd}b\u{fffd}");
+        assert!(Rejection::echo(&"\0".repeat(1_000)).len() <= MAX_ECHO_BYTES);
+    }
+
+    /// However long the echoes, the listed rejections stay within their byte budget; all are
+    /// still counted.
+    #[test]
+    fn listed_rejections_are_bounded_in_bytes() {
+        let mut tally = Tally::default();
+        for i in 0..1_000 {
+            tally.reject(Rejection {
+                call_id: Rejection::echo(&"\"".repeat(1_000)),
+                ..rejection(i)
+            });
+        }
+        tally.settle();
+        assert_eq!(tally.rejected, 1_000);
+        let listed: usize = tally.rejections.iter().map(Rejection::weight).sum();
+        assert!(listed <= MAX_LISTED_BYTES, "{listed}");
+        assert!(tally.rejections.len() > 100);
+        assert_eq!(tally.rejections[0].index, 0);
     }
 
     /// Out-of-order rejections end up listed by index, the lowest 1,000 kept, all counted.

@@ -65,6 +65,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         quality_record_retention_days: 30,
         duration_retention_days: 548,
         purge_interval_secs: 3600,
+        ..Settings::default()
     }
 }
 
