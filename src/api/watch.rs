@@ -1,11 +1,10 @@
 //! The source of a `WatchNumbers` stream: an optional snapshot, then the carrier's event log
 //! from a revision, with progress checkpoints while idle. Runs on [`super::stream`].
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::stream::{Source, Step};
-use crate::domain::ids::CarrierId;
+use crate::domain::ids::{CarrierId, E164};
 use crate::domain::number::{NumberEvent, NumberFilter, NumberState};
 use crate::error::{ApiError, ApiResult};
 use crate::feed::CarrierSignal;
@@ -14,8 +13,9 @@ use crate::store::Store;
 
 /// Events read from the log per query, and at most sent per message.
 const EVENT_BATCH: u64 = 500;
-/// Snapshot events per message.
-const SNAPSHOT_BATCH: usize = 500;
+/// Numbers read per snapshot page, and at most sent per message: memory per snapshot stays
+/// a few pages however many numbers the carrier has.
+const SNAPSHOT_PAGE: u64 = 500;
 
 /// Where a watch starts.
 #[derive(Debug, Clone, Copy)]
@@ -40,11 +40,8 @@ pub(crate) struct WatchPlan {
 enum Phase {
     /// Nothing read yet.
     Starting,
-    /// Sending the snapshot read at `revision`.
-    Snapshot {
-        numbers: VecDeque<NumberState>,
-        revision: i64,
-    },
+    /// Sending the numbers as they were at `revision`, page by page after `after`.
+    Snapshot { revision: i64, after: Option<E164> },
     /// Sending the log after `cursor`.
     Live,
 }
@@ -59,6 +56,8 @@ pub(crate) struct WatchSource {
     cursor: i64,
     /// The last read returned a short batch: the log is read to its end.
     at_end: bool,
+    /// The snapshot's last page was sent; its checkpoint goes next.
+    snapshot_complete: bool,
 }
 
 impl WatchSource {
@@ -71,6 +70,7 @@ impl WatchSource {
             phase: Phase::Starting,
             cursor: 0,
             at_end: false,
+            snapshot_complete: false,
         }
     }
 
@@ -95,13 +95,9 @@ impl WatchSource {
     async fn start(&mut self) -> ApiResult<()> {
         match self.plan.start {
             Start::Snapshot => {
-                let (numbers, revision) = self
-                    .store
-                    .snapshot_numbers(&self.carrier, &self.plan.filter)
-                    .await?;
                 self.phase = Phase::Snapshot {
-                    numbers: numbers.into(),
-                    revision,
+                    revision: self.bounds().await?.1,
+                    after: None,
                 };
                 return Ok(());
             }
@@ -119,6 +115,52 @@ impl WatchSource {
         }
         self.phase = Phase::Live;
         Ok(())
+    }
+
+    /// The next page of the snapshot at `revision` after `after`, or its end.
+    async fn snapshot(
+        &mut self,
+        revision: i64,
+        mut after: Option<E164>,
+    ) -> ApiResult<Step<pb::WatchNumbersResponse>> {
+        loop {
+            let page = self
+                .store
+                .snapshot_page(
+                    &self.carrier,
+                    &self.plan.filter,
+                    revision,
+                    after.as_ref(),
+                    SNAPSHOT_PAGE,
+                )
+                .await?;
+            let Some(page) = page else {
+                // Retention purged the events needed to hold the snapshot at its revision.
+                return Err(self.compacted(revision).await);
+            };
+            if !page.more {
+                self.phase = Phase::Live;
+                self.cursor = revision;
+                if page.numbers.is_empty() {
+                    return Ok(Step::Send(checkpoint(
+                        pb::WatchCheckpointType::SnapshotComplete,
+                        revision,
+                    )));
+                }
+                // The checkpoint follows with the next read.
+                self.snapshot_complete = true;
+            } else {
+                after.clone_from(&page.last);
+                self.phase = Phase::Snapshot {
+                    revision,
+                    after: page.last,
+                };
+            }
+            if !page.numbers.is_empty() {
+                let events = page.numbers.iter().map(snapshot_event).collect();
+                return Ok(Step::Send(events_message(events)));
+            }
+        }
     }
 
     fn wants(&self, event: &NumberEvent) -> bool {
@@ -181,19 +223,16 @@ impl Source for WatchSource {
         if matches!(self.phase, Phase::Starting) {
             self.start().await?;
         }
-        match &mut self.phase {
-            Phase::Snapshot { numbers, revision } => {
-                let take = numbers.len().min(SNAPSHOT_BATCH);
-                if take > 0 {
-                    let events = numbers.drain(..take).map(|s| snapshot_event(&s)).collect();
-                    return Ok(Step::Send(events_message(events)));
-                }
-                self.cursor = *revision;
-                self.phase = Phase::Live;
-                Ok(Step::Send(checkpoint(
-                    pb::WatchCheckpointType::SnapshotComplete,
-                    self.cursor,
-                )))
+        if std::mem::take(&mut self.snapshot_complete) {
+            return Ok(Step::Send(checkpoint(
+                pb::WatchCheckpointType::SnapshotComplete,
+                self.cursor,
+            )));
+        }
+        match &self.phase {
+            Phase::Snapshot { revision, after } => {
+                let (revision, after) = (*revision, after.clone());
+                self.snapshot(revision, after).await
             }
             Phase::Starting | Phase::Live => self.live().await,
         }

@@ -33,6 +33,17 @@ fn status_code(status: NumberStatus) -> i16 {
     }
 }
 
+/// One page of a watch's snapshot.
+#[derive(Debug)]
+pub(crate) struct SnapshotPage {
+    /// The numbers of the page that match the filter, in their state at the snapshot revision.
+    pub numbers: Vec<NumberState>,
+    /// The last number read (matching or not): the next page starts after it.
+    pub last: Option<E164>,
+    /// Whether numbers may follow.
+    pub more: bool,
+}
+
 fn decode_state(json: &str) -> Result<NumberState, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("number state: {e}")))
 }
@@ -359,32 +370,77 @@ impl Store {
         })
     }
 
-    /// Every number of `carrier` matching `filter`, read in one snapshot, with its revision.
-    pub async fn snapshot_numbers(
+    /// One page of the snapshot of `carrier`'s numbers as they were at `revision`: up to
+    /// `limit` numbers after `after` (in number order), those matching `filter` in their state
+    /// at `revision`. Each page is read in a short snapshot of its own, so a slow reader holds
+    /// no transaction; a number changed since `revision` is put back to its state then, from
+    /// the `previous` of its first later event, and one created since is left out. The pages
+    /// together are therefore exactly the numbers at `revision`, however long the reading
+    /// takes. `None` when events after `revision` were purged meanwhile (the snapshot can no
+    /// longer be reconstructed).
+    pub(crate) async fn snapshot_page(
         &self,
         carrier: &CarrierId,
         filter: &NumberFilter,
-    ) -> Result<(Vec<NumberState>, i64), StoreError> {
-        const PAGE: u64 = 1_000;
+        revision: i64,
+        after: Option<&E164>,
+        limit: u64,
+    ) -> Result<Option<SnapshotPage>, StoreError> {
         let tx = self.begin_snapshot().await?;
-        let revision = carrier_revision(&tx, carrier.as_str()).await?;
-        let mut numbers: Vec<NumberState> = Vec::new();
-        loop {
-            let after = numbers.last().map(|s| s.number.clone());
-            let rows = numbers_query(carrier, filter, after.as_ref())
-                .limit(PAGE)
+        let row = carrier::Entity::find_by_id(carrier.as_str())
+            .one(&tx)
+            .await?
+            .ok_or_else(|| StoreError::CarrierNotFound(carrier.to_string()))?;
+        if row.events_purged_through > revision {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        // The filter applies to the state at `revision`, not to today's columns.
+        let rows = numbers_query(carrier, &NumberFilter::default(), after)
+            .limit(limit)
+            .all(&tx)
+            .await?;
+        let changed: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.revision > revision)
+            .map(|r| r.number.as_str())
+            .collect();
+        let mut then: BTreeMap<String, Option<NumberState>> = BTreeMap::new();
+        for chunk in per_statement(changed, 1) {
+            let events = number_event::Entity::find()
+                .filter(number_event::Column::CarrierId.eq(carrier.as_str()))
+                .filter(number_event::Column::Revision.gt(revision))
+                .filter(number_event::Column::Number.is_in(chunk))
+                .order_by_asc(number_event::Column::Revision)
                 .all(&tx)
                 .await?;
-            let done = (rows.len() as u64) < PAGE;
-            for row in rows {
-                numbers.push(decode_state(&row.state)?);
-            }
-            if done {
-                break;
+            for event in events {
+                if let std::collections::btree_map::Entry::Vacant(first) = then.entry(event.number)
+                {
+                    first.insert(event.previous.as_deref().map(decode_state).transpose()?);
+                }
             }
         }
         tx.commit().await?;
-        Ok((numbers, revision))
+        let more = rows.len() as u64 >= limit;
+        let last = rows.last().map(|r| r.number.clone());
+        let mut numbers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let state = if row.revision > revision {
+                then.remove(&row.number).flatten()
+            } else {
+                Some(decode_state(&row.state)?)
+            };
+            numbers.extend(state.filter(|s| filter.matches(s)));
+        }
+        let last = last
+            .map(|n| E164::parse(&n).map_err(StoreError::Corrupt))
+            .transpose()?;
+        Ok(Some(SnapshotPage {
+            numbers,
+            last,
+            more,
+        }))
     }
 
     /// Up to `limit` events of `carrier` with a revision greater than `after`, in order.

@@ -660,3 +660,34 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts a gateway with a fresh PKI and database and the settings `configure` changes.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write_server_pki(dir.path());
+    let mut settings = test_settings(dir.path());
+    settings.database_url = fresh_database_url(dir.path()).await;
+    configure(&mut settings);
+    let database_url = settings.database_url.clone();
+    let app = App::build(settings).await.expect("app builds");
+    let addr = app.local_addr().expect("addr");
+    let metrics = app.metrics();
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        ca,
+        _dir: dir,
+        database_url,
+        metrics,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+/// The `RetryInfo` delay of a status, if it has one.
+pub fn retry_delay(status: &Status) -> Option<Duration> {
+    status.get_details_retry_info().and_then(|r| r.retry_delay)
+}

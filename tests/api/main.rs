@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod durations;
 mod identity;
+mod limits;
 mod multi;
 mod numbers;
 mod records;

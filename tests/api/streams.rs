@@ -158,3 +158,96 @@ async fn suspension_ends_each_of_the_five_server_streams() {
         assert_error(status, Code::PermissionDenied, "CARRIER_SUSPENDED");
     }
 }
+
+/// Suspension ends, each within 1 s, a record stream draining a 100,000-record backlog, a
+/// record stream whose reader stopped reading, and an upload; the upload keeps what it had
+/// committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspension_ends_busy_streams_within_a_second() {
+    let app = spawn_app().await;
+    app.create_carrier("contoso").await;
+    let summary = app
+        .ingest_calls(call_records("contoso", 0..100_000), 5_000)
+        .await;
+    assert_eq!(summary.accepted, 100_000);
+    let open = || async {
+        app.records("contoso")
+            .await
+            .stream_call_records(pb::StreamCallRecordsRequest {
+                options: Some(stream_options(Some(0))),
+            })
+            .await
+            .expect("record stream")
+            .into_inner()
+    };
+    let mut draining = open().await;
+    draining
+        .message()
+        .await
+        .expect("draining")
+        .expect("a message");
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let end = loop {
+            match draining.message().await {
+                Ok(Some(_)) => {}
+                other => break other.map(|_| ()),
+            }
+        };
+        let _ = ended_tx.send((end, std::time::Instant::now()));
+    });
+    let mut stopped = open().await;
+    stopped
+        .message()
+        .await
+        .expect("stopped")
+        .expect("a message");
+    let (upload_tx, upload_rx) = tokio::sync::mpsc::channel(4);
+    let mut uploads = app.durations("contoso").await;
+    let upload = tokio::spawn(async move {
+        uploads
+            .report_call_durations(tokio_stream::wrappers::ReceiverStream::new(upload_rx))
+            .await
+    });
+    upload_tx
+        .send(pb::ReportCallDurationsRequest {
+            upload_id: String::new(),
+            records: vec![duration(1, TENANT_A, 60_000)],
+        })
+        .await
+        .unwrap();
+    eventually("three streams open", || app.metrics.open_streams() == 3).await;
+
+    app.platform()
+        .await
+        .set_carrier_status(pb::SetCarrierStatusRequest {
+            carrier_id: "contoso".into(),
+            status: pb::CarrierStatus::Suspended as i32,
+        })
+        .await
+        .expect("suspend");
+    let suspended = std::time::Instant::now();
+    while app.metrics.open_streams() > 0 {
+        assert!(
+            suspended.elapsed() < Duration::from_secs(1),
+            "{} streams still open 1 s after the suspension",
+            app.metrics.open_streams()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (end, at) = ended_rx.await.unwrap();
+    assert!(at.duration_since(suspended) < Duration::from_secs(1));
+    assert_error(
+        &end.unwrap_err(),
+        Code::PermissionDenied,
+        "CARRIER_SUSPENDED",
+    );
+    assert_error(
+        &final_error("the stopped reader", stopped).await,
+        Code::PermissionDenied,
+        "CARRIER_SUSPENDED",
+    );
+    drop(upload_tx);
+    let status = upload.await.unwrap().expect_err("upload ended");
+    assert_error(&status, Code::PermissionDenied, "CARRIER_SUSPENDED");
+}
