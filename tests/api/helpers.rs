@@ -659,3 +659,28 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The PostgreSQL admin URL of the suite; tests that need PostgreSQL are `#[ignore]`d and
+/// fail with this message when run without it.
+pub fn require_postgres_url() -> String {
+    std::env::var(TEST_DATABASE_VAR)
+        .unwrap_or_else(|_| panic!("set {TEST_DATABASE_VAR} to a PostgreSQL admin URL"))
+}
+
+/// Every call record of `carrier` from the start of its log, as (cursor, call id).
+pub async fn stored_call_ids(app: &TestApp, carrier: &str) -> Vec<(i64, String)> {
+    let mut stream = app
+        .records(carrier)
+        .await
+        .stream_call_records(pb::StreamCallRecordsRequest {
+            options: Some(stream_options(Some(0))),
+        })
+        .await
+        .expect("stream call records")
+        .into_inner();
+    let mut stored = Vec::new();
+    while let Some(msg) = stream.message().await.expect("stream ok") {
+        stored.extend(msg.records.into_iter().map(|r| (r.cursor, r.call_id)));
+    }
+    stored
+}
