@@ -296,14 +296,18 @@ impl Store {
                 }
             }))
             .collect();
-        // Both lists are sorted and disjoint: merged, the first `limit` are the next page.
+        // Both lists are sorted and disjoint: merged, the first `limit` are the next page. SQL
+        // and this sort agree on the order because `call_id` compares bytewise on both
+        // backends (SQLite's BINARY; `COLLATE "C"` on PostgreSQL, migration 5), as `String`
+        // does; under a linguistic collation pages would skip or repeat calls.
         rows.sort_by(|a, b| a.call_id.cmp(&b.call_id));
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(rows)
     }
 
     /// Up to `limit` successful platform calls of `tenant` in `window`, after `after` in
-    /// call-id order, each with the duration its own carrier reported, if any.
+    /// call-id order (bytewise, as in [`Store::reconciliation_page`]), each with the duration
+    /// its own carrier reported, if any.
     pub async fn usage_page(
         &self,
         tenant: &TenantId,

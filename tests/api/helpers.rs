@@ -667,6 +667,31 @@ pub fn require_postgres_url() -> String {
         .unwrap_or_else(|_| panic!("set {TEST_DATABASE_VAR} to a PostgreSQL admin URL"))
 }
 
+/// Like [`create_postgres_database`], with `options` appended to `CREATE DATABASE <name>`
+/// (a template, a locale provider, a collation).
+pub async fn create_postgres_database_with(admin_url: &str, options: &str) -> String {
+    use sea_orm::ConnectionTrait;
+    let name = format!(
+        "opc_test_{}_{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    let admin = sea_orm::Database::connect(admin_url)
+        .await
+        .expect("connect to the PostgreSQL admin URL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name} {options}"))
+        .await
+        .expect("create test database");
+    let _ = admin.close().await;
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin_url, String::new()),
+    };
+    let prefix = base.rsplit_once('/').map_or(base, |(p, _)| p);
+    format!("{prefix}/{name}{query}")
+}
+
 /// Every call record of `carrier` from the start of its log, as (cursor, call id).
 pub async fn stored_call_ids(app: &TestApp, carrier: &str) -> Vec<(i64, String)> {
     let mut stream = app

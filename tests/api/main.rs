@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod collation;
 mod contention;
 mod durations;
 mod identity;
