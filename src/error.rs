@@ -14,7 +14,7 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 use crate::domain::Violation;
 use crate::domain::durations::Tally;
 use crate::domain::number::TransitionError;
-use crate::store::StoreError;
+use crate::store::{Constraint, StoreError};
 
 /// The `ErrorInfo.domain` of every error the gateway returns.
 pub const ERROR_DOMAIN: &str = "opconnect.v1";
@@ -68,6 +68,14 @@ pub enum Reason {
     UploadTooLarge,
     /// A client stream went quiet for longer than it may.
     UploadIdle,
+    /// A write kept conflicting with concurrent writes (deadlocks, serialization failures)
+    /// after the server's own retries; the client may retry.
+    StoreConflict,
+    /// The request would store a key that is stored already (found by the database).
+    DuplicateKey,
+    /// The request breaks a rule of the stored data that only the database checked (a
+    /// reference to a missing row, a missing value).
+    ConstraintViolated,
     /// A bug or an unexpected state.
     Internal,
 }
@@ -99,6 +107,9 @@ impl Reason {
             Self::RateLimit => "RATE_LIMIT",
             Self::UploadTooLarge => "UPLOAD_TOO_LARGE",
             Self::UploadIdle => "UPLOAD_IDLE",
+            Self::StoreConflict => "STORE_CONFLICT",
+            Self::DuplicateKey => "DUPLICATE_KEY",
+            Self::ConstraintViolated => "CONSTRAINT_VIOLATED",
             Self::Internal => "INTERNAL",
         }
     }
@@ -116,13 +127,15 @@ impl Reason {
             | Self::NumberAlreadyProvisioned
             | Self::NumberOwnedByOtherCarrier
             | Self::NumberNotAssignable
-            | Self::NumberNotAssigned => Code::FailedPrecondition,
+            | Self::NumberNotAssigned
+            | Self::ConstraintViolated => Code::FailedPrecondition,
             Self::RevisionAhead | Self::CursorAhead => Code::OutOfRange,
             Self::NumberNotFound | Self::CarrierNotFound | Self::UploadNotFound => Code::NotFound,
-            Self::CarrierExists => Code::AlreadyExists,
+            Self::CarrierExists | Self::DuplicateKey => Code::AlreadyExists,
             Self::ServerShuttingDown | Self::StoreUnavailable => Code::Unavailable,
             Self::StreamLimit | Self::RateLimit | Self::UploadTooLarge => Code::ResourceExhausted,
             Self::UploadIdle => Code::DeadlineExceeded,
+            Self::StoreConflict => Code::Aborted,
             Self::Internal => Code::Internal,
         }
     }
@@ -149,12 +162,20 @@ pub enum ApiError {
     /// The server is shutting down; the client should resume elsewhere or later.
     #[error("the server is shutting down; resume from your last revision or cursor")]
     ShuttingDown,
-    /// The database failed or is unreachable. The cause is logged, never sent.
-    #[error("store unavailable")]
+    /// The database failed or is unreachable, or a write kept conflicting with concurrent
+    /// writes ([`StoreError::Conflict`]). The cause is logged, never sent.
+    #[error("{}", store_message(.0))]
     Store(#[source] StoreError),
     /// A bug or an unexpected state; the cause is logged, never sent.
     #[error("internal error")]
     Internal(String),
+}
+
+fn store_message(err: &StoreError) -> &'static str {
+    match err {
+        StoreError::Conflict(_) => "the write conflicted with concurrent writes; retry it",
+        _ => "store unavailable",
+    }
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -343,6 +364,7 @@ impl ApiError {
             Self::Refused { reason, .. } => *reason,
             Self::InvalidArgument(_) => Reason::InvalidField,
             Self::ShuttingDown => Reason::ServerShuttingDown,
+            Self::Store(StoreError::Conflict(_)) => Reason::StoreConflict,
             Self::Store(_) => Reason::StoreUnavailable,
             Self::Internal(_) => Reason::Internal,
         }
@@ -389,8 +411,34 @@ impl From<StoreError> for ApiError {
                     vec![("number", number)],
                 )
             }
+            StoreError::Constraint { constraint, source } => {
+                tracing::warn!(error = %source, "a write broke a database constraint");
+                let (reason, message, kind) = match constraint {
+                    Constraint::Unique => (
+                        Reason::DuplicateKey,
+                        "the request would store a key that is stored already",
+                        "unique",
+                    ),
+                    Constraint::ForeignKey => (
+                        Reason::ConstraintViolated,
+                        "the request refers to something that does not exist",
+                        "foreign_key",
+                    ),
+                    Constraint::NotNull => (
+                        Reason::ConstraintViolated,
+                        "the request lacks a required value",
+                        "not_null",
+                    ),
+                    Constraint::Check => (
+                        Reason::ConstraintViolated,
+                        "the request breaks a rule of the stored data",
+                        "check",
+                    ),
+                };
+                Self::refused(reason, message.into(), vec![("constraint", kind.into())])
+            }
             StoreError::Corrupt(what) => Self::Internal(what),
-            db @ StoreError::Db(_) => Self::Store(db),
+            err @ (StoreError::Db(_) | StoreError::Conflict(_)) => Self::Store(err),
         }
     }
 }
@@ -413,6 +461,10 @@ impl From<ApiError> for Status {
                 if let Some(after) = retry_after {
                     details.set_retry_info(Some(*after));
                 }
+            }
+            ApiError::Store(cause @ StoreError::Conflict(_)) => {
+                tracing::warn!(error = %cause, "write conflicts outlived the retries");
+                details.set_retry_info(Some(Duration::from_secs(1)));
             }
             ApiError::Store(cause) => {
                 tracing::error!(error = %cause, "store error");
@@ -440,3 +492,81 @@ fn tally_metadata(tally: &Tally) -> Vec<(&'static str, String)> {
 
 /// Result of an RPC handler's inner logic.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::DbErr;
+
+    use super::*;
+
+    fn status(err: StoreError) -> Status {
+        Status::from(ApiError::from(err))
+    }
+
+    fn reason_and_retry(status: &Status) -> (Code, String, Option<Duration>) {
+        (
+            status.code(),
+            status
+                .get_details_error_info()
+                .map(|i| i.reason)
+                .unwrap_or_default(),
+            status.get_details_retry_info().and_then(|r| r.retry_delay),
+        )
+    }
+
+    /// Conflicts that outlived the retries are ABORTED / STORE_CONFLICT with RetryInfo;
+    /// constraint violations are ALREADY_EXISTS or FAILED_PRECONDITION without it, naming
+    /// only the kind of constraint; an unreachable database stays UNAVAILABLE.
+    #[test]
+    fn store_errors_map_to_codes_and_reasons() {
+        let db = || DbErr::Custom("SELECT secret FROM internals".into());
+        let conflict = status(StoreError::Conflict(db()));
+        assert_eq!(
+            reason_and_retry(&conflict),
+            (
+                Code::Aborted,
+                "STORE_CONFLICT".into(),
+                Some(Duration::from_secs(1))
+            )
+        );
+        let unique = status(StoreError::Constraint {
+            constraint: Constraint::Unique,
+            source: db(),
+        });
+        assert_eq!(
+            reason_and_retry(&unique),
+            (Code::AlreadyExists, "DUPLICATE_KEY".into(), None)
+        );
+        for (constraint, kind) in [
+            (Constraint::ForeignKey, "foreign_key"),
+            (Constraint::NotNull, "not_null"),
+            (Constraint::Check, "check"),
+        ] {
+            let s = status(StoreError::Constraint {
+                constraint,
+                source: db(),
+            });
+            assert_eq!(
+                reason_and_retry(&s),
+                (Code::FailedPrecondition, "CONSTRAINT_VIOLATED".into(), None)
+            );
+            let info = s.get_details_error_info().unwrap();
+            assert_eq!(
+                info.metadata.get("constraint").map(String::as_str),
+                Some(kind)
+            );
+        }
+        let down = status(StoreError::Db(db()));
+        assert_eq!(
+            reason_and_retry(&down),
+            (
+                Code::Unavailable,
+                "STORE_UNAVAILABLE".into(),
+                Some(Duration::from_secs(1))
+            )
+        );
+        for s in [conflict, unique, down] {
+            assert!(!s.message().contains("SELECT"), "{s:?}");
+        }
+    }
+}

@@ -1,9 +1,19 @@
-//! Batched writes: multi-row statements sized to the bind-variable limit, and keyed write
-//! transactions retried when a concurrent writer stored the same key first.
+//! Write transactions: multi-row statements sized to the bind-variable limit, and the one
+//! retry loop every write transaction of the store runs in.
+//!
+//! A write is retried, as a whole and from a fresh transaction, when it lost to a concurrent
+//! writer: a transient database error ([`StoreError::Conflict`]: deadlock, serialization
+//! failure, lock not available, SQLite busy) after a jittered exponential backoff, or a lost
+//! race for the same keys ([`Attempt::Raced`]: fewer rows written than the attempt classified)
+//! at once, since the other writer has committed by then and the next attempt reads its rows.
+//! When the attempts run out the write fails with [`StoreError::Conflict`]. Every other error
+//! (a constraint, an unreachable database) ends the write at once.
 
 use std::future::Future;
+use std::hash::BuildHasher;
+use std::time::Duration;
 
-use sea_orm::{DbErr, EntityTrait, Iterable, SqlErr};
+use sea_orm::{DbErr, EntityTrait, Iterable};
 
 use super::StoreError;
 
@@ -12,10 +22,14 @@ use super::StoreError;
 /// for the few variables of a statement's own filters (a carrier id beside a key list).
 const BINDS_PER_STATEMENT: usize = 32_000;
 
-/// How many times a keyed write transaction runs (one try, three retries) before a lost race
-/// is reported as an error. A retry classifies the batch again and sees the other writer's
+/// How many times a write transaction runs (one try, four retries) before a conflict is
+/// reported. A retry of a lost race classifies the batch again and sees the other writer's
 /// rows, so one retry settles all but pathological contention.
-const ATTEMPTS: usize = 4;
+const ATTEMPTS: u32 = 5;
+
+/// The longest first backoff after a transient error; each further one may be twice as long
+/// (10, 20, 40, 80 ms: at most 150 ms in all).
+const BACKOFF_BASE: Duration = Duration::from_millis(10);
 
 /// Splits `items` into runs that fit one statement when each item binds `binds_per_item`
 /// variables: a row binds one per column ([`columns`]), a key of an `IN` list one.
@@ -36,21 +50,20 @@ pub(super) fn columns<E: EntityTrait>() -> usize {
     E::Column::iter().count()
 }
 
-/// What one attempt of a keyed write transaction did.
+/// What one attempt of a write transaction did.
 pub(super) enum Attempt<T> {
     /// It committed; the result.
     Committed(T),
-    /// It found that a concurrent writer stored some of its keys first (fewer rows inserted
-    /// than classified new) and rolled back.
+    /// It found that a concurrent writer wrote some of its keys first (fewer rows written than
+    /// it classified) and rolled back.
     Raced,
 }
 
-/// Runs `attempt`, a write transaction that classifies a batch by key and inserts the new
-/// ones, up to [`ATTEMPTS`] times while it loses a race to a concurrent writer of the same
-/// keys: a unique violation, or [`Attempt::Raced`]. Any other error ends it at once. Races
-/// happen only on PostgreSQL, where writers of different carriers run in parallel; SQLite's
-/// IMMEDIATE transactions order every writer.
-pub(super) async fn retry_raced<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+/// Runs `attempt`, one write transaction, up to [`ATTEMPTS`] times while it loses to a
+/// concurrent writer: a transient error ([`StoreError::Conflict`], after a backoff) or
+/// [`Attempt::Raced`] (at once). Any other error ends it at once; a conflict that outlives the
+/// attempts is returned as [`StoreError::Conflict`].
+pub(super) async fn retry_write<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Attempt<T>, StoreError>>,
@@ -58,23 +71,38 @@ where
     let mut tries = 0;
     loop {
         tries += 1;
-        let lost = match attempt().await {
+        let (lost, backoff) = match attempt().await {
             Ok(Attempt::Committed(result)) => return Ok(result),
-            Ok(Attempt::Raced) => StoreError::Db(DbErr::Custom(format!(
-                "concurrent writers stored the same keys first {tries} times in a row"
-            ))),
-            Err(e) if is_unique_violation(&e) => e,
+            Ok(Attempt::Raced) => (
+                StoreError::Conflict(DbErr::Custom(format!(
+                    "concurrent writers wrote the same keys first {tries} times in a row"
+                ))),
+                None,
+            ),
+            Err(StoreError::Conflict(e)) => {
+                (StoreError::Conflict(e), Some(backoff_before_retry(tries)))
+            }
             Err(e) => return Err(e),
         };
         if tries >= ATTEMPTS {
             return Err(lost);
         }
-        tracing::debug!(attempt = tries, error = %lost, "keyed write lost a race; retrying");
+        tracing::debug!(attempt = tries, error = %lost, "write lost to a concurrent writer; retrying");
+        if let Some(pause) = backoff {
+            tokio::time::sleep(pause).await;
+        }
     }
 }
 
-fn is_unique_violation(err: &StoreError) -> bool {
-    matches!(err, StoreError::Db(db) if matches!(db.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))))
+/// The pause before retry number `retry` (1, 2, ...): "full jitter", uniform in
+/// `[0, BACKOFF_BASE × 2^(retry - 1)]`, so writers that collided do not collide again in step.
+fn backoff_before_retry(retry: u32) -> Duration {
+    let cap = BACKOFF_BASE.saturating_mul(1 << retry.saturating_sub(1).min(16));
+    let cap_ns = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+    // Each `RandomState` is keyed afresh (per-thread random keys, bumped on every `new`): a
+    // cheap uniform draw without a random-number crate.
+    let draw = std::collections::hash_map::RandomState::new().hash_one(retry);
+    Duration::from_nanos(draw % cap_ns.saturating_add(1))
 }
 
 #[cfg(test)]
@@ -106,20 +134,21 @@ mod tests {
         assert_eq!(columns::<call_record::Entity>(), 10);
     }
 
-    /// A write that keeps losing races runs exactly ATTEMPTS times, then fails.
+    /// A write that keeps losing races runs exactly ATTEMPTS times, then fails with a
+    /// conflict; one that wins on a retry returns its result.
     #[tokio::test]
     async fn races_are_retried_a_bounded_number_of_times() {
         let tries = Cell::new(0);
-        let result: Result<(), _> = retry_raced(|| {
+        let result: Result<(), _> = retry_write(|| {
             tries.set(tries.get() + 1);
             async { Ok(Attempt::Raced) }
         })
         .await;
-        assert!(matches!(result, Err(StoreError::Db(DbErr::Custom(_)))));
+        assert!(matches!(result, Err(StoreError::Conflict(_))));
         assert_eq!(tries.get(), ATTEMPTS);
 
         let tries = Cell::new(0);
-        let result = retry_raced(|| {
+        let result = retry_write(|| {
             tries.set(tries.get() + 1);
             let n = tries.get();
             async move {
@@ -134,34 +163,78 @@ mod tests {
         assert_eq!(result.ok(), Some(2));
     }
 
-    /// Unique violations are retried; other errors end the write at once.
+    /// Backoffs are drawn at random below a cap that doubles from 10 ms.
+    #[test]
+    fn backoff_is_jittered_below_a_doubling_cap() {
+        for retry in 1..ATTEMPTS {
+            let cap = BACKOFF_BASE * (1 << (retry - 1));
+            let draws: Vec<Duration> = (0..200).map(|_| backoff_before_retry(retry)).collect();
+            assert!(draws.iter().all(|d| *d <= cap), "retry {retry}: {draws:?}");
+            let distinct: std::collections::BTreeSet<&Duration> = draws.iter().collect();
+            assert!(distinct.len() > 100, "retry {retry}: not jittered");
+            assert!(draws.iter().any(|d| *d > cap / 2) && draws.iter().any(|d| *d < cap / 2));
+        }
+    }
+
+    /// A write that keeps failing with a transient error (here SQLite's "database is locked",
+    /// another connection holding the write lock) is retried ATTEMPTS times and then fails as
+    /// a conflict; a constraint violation or another error ends the write at once.
     #[tokio::test]
-    async fn only_unique_violations_are_retried() {
+    async fn only_transient_errors_and_races_are_retried() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let db = Database::connect(url).await.unwrap();
+        let db = Database::connect(&url).await.unwrap();
+        db.execute_unprepared("PRAGMA busy_timeout = 0")
+            .await
+            .unwrap();
         db.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY)")
             .await
             .unwrap();
         db.execute_unprepared("INSERT INTO t VALUES ('a')")
             .await
             .unwrap();
-        for (sql, expected_tries) in [
-            ("INSERT INTO t VALUES ('a')", ATTEMPTS),
-            ("INSERT INTO missing VALUES ('a')", 1),
-        ] {
-            let tries = Cell::new(0);
-            let result: Result<(), _> = retry_raced(|| {
-                tries.set(tries.get() + 1);
-                let db = &db;
-                async move {
-                    db.execute_unprepared(sql).await?;
-                    Ok(Attempt::Committed(()))
-                }
-            })
-            .await;
-            assert!(result.is_err(), "{sql}");
-            assert_eq!(tries.get(), expected_tries, "{sql}");
-        }
+        let holder = Database::connect(&url).await.unwrap();
+        let attempts = |sql: &'static str| {
+            let db = &db;
+            async move {
+                let tries = Cell::new(0);
+                let result: Result<(), _> = retry_write(|| {
+                    tries.set(tries.get() + 1);
+                    async move {
+                        db.execute_unprepared(sql).await?;
+                        Ok(Attempt::Committed(()))
+                    }
+                })
+                .await;
+                (result, tries.get())
+            }
+        };
+
+        holder.execute_unprepared("BEGIN IMMEDIATE").await.unwrap();
+        let (result, tries) = attempts("INSERT INTO t VALUES ('b')").await;
+        assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+        assert_eq!(tries, ATTEMPTS);
+        holder.execute_unprepared("ROLLBACK").await.unwrap();
+
+        let (result, tries) = attempts("INSERT INTO t VALUES ('a')").await;
+        assert!(
+            matches!(
+                result,
+                Err(StoreError::Constraint {
+                    constraint: crate::store::Constraint::Unique,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(tries, 1);
+
+        let (result, tries) = attempts("INSERT INTO missing VALUES ('a')").await;
+        assert!(matches!(result, Err(StoreError::Db(_))), "{result:?}");
+        assert_eq!(tries, 1);
+
+        let (result, tries) = attempts("INSERT INTO t VALUES ('c')").await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(tries, 1);
     }
 }

@@ -1,11 +1,13 @@
 //! Carrier repository: registration, listing, status.
 
 use sea_orm::prelude::Expr;
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
 
+use super::batch::{Attempt, retry_write};
 use super::entities::{carrier, number_event};
 use super::logs::take_positions;
 use super::{Store, StoreError, notify, now_ms};
@@ -37,12 +39,24 @@ impl Store {
         display_name: &str,
         sip_domain: &SipDomain,
     ) -> Result<Carrier, StoreError> {
+        retry_write(|| self.create_carrier_once(id, display_name, sip_domain)).await
+    }
+
+    /// One attempt of [`Store::create_carrier`]; [`Attempt::Raced`] when a concurrent request
+    /// registered the same id between the read and the insert (PostgreSQL only): the next
+    /// attempt reads that carrier and compares.
+    async fn create_carrier_once(
+        &self,
+        id: &CarrierId,
+        display_name: &str,
+        sip_domain: &SipDomain,
+    ) -> Result<Attempt<Carrier>, StoreError> {
         let tx = self.begin_write().await?;
         if let Some(existing) = carrier::Entity::find_by_id(id.as_str()).one(&tx).await? {
             tx.commit().await?;
             let existing = Carrier::try_from(existing)?;
             return if existing.display_name == display_name && &existing.sip_domain == sip_domain {
-                Ok(existing)
+                Ok(Attempt::Committed(existing))
             } else {
                 Err(StoreError::CarrierExists(id.to_string()))
             };
@@ -60,11 +74,24 @@ impl Store {
             quality_record_cursor: Set(0),
             quality_records_purged_through: Set(0),
         };
-        let stored = carrier::Entity::insert(model)
-            .exec_with_returning(&tx)
+        let inserted = carrier::Entity::insert(model)
+            .on_conflict(
+                OnConflict::column(carrier::Column::CarrierId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&tx)
             .await?;
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(Attempt::Raced);
+        }
+        let stored = carrier::Entity::find_by_id(id.as_str())
+            .one(&tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("carrier vanished after insert".into()))?;
         tx.commit().await?;
-        Carrier::try_from(stored)
+        Carrier::try_from(stored).map(Attempt::Committed)
     }
 
     /// One carrier, if registered.
@@ -101,6 +128,14 @@ impl Store {
         id: &CarrierId,
         status: CarrierStatus,
     ) -> Result<Carrier, StoreError> {
+        retry_write(|| self.set_carrier_status_once(id, status)).await
+    }
+
+    async fn set_carrier_status_once(
+        &self,
+        id: &CarrierId,
+        status: CarrierStatus,
+    ) -> Result<Attempt<Carrier>, StoreError> {
         let tx = self.begin_write().await?;
         let updated = carrier::Entity::update_many()
             .col_expr(carrier::Column::Status, Expr::value(status.code()))
@@ -114,7 +149,7 @@ impl Store {
             .into_iter()
             .next()
             .ok_or_else(|| StoreError::CarrierNotFound(id.to_string()))?;
-        Carrier::try_from(model)
+        Carrier::try_from(model).map(Attempt::Committed)
     }
 }
 

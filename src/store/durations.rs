@@ -9,7 +9,7 @@ use sea_orm::{
     QuerySelect,
 };
 
-use super::batch::{Attempt, columns, per_statement, retry_raced};
+use super::batch::{Attempt, columns, per_statement, retry_write};
 use super::entities::{call_duration, call_record, upload};
 use super::{Store, StoreError, now_ms};
 use crate::domain::calendar::Window;
@@ -62,13 +62,14 @@ impl Store {
         carrier: &CarrierId,
         batch: &[CallDurationReport],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        retry_raced(|| self.report_durations_once(carrier, batch)).await
+        retry_write(|| self.report_durations_once(carrier, batch)).await
     }
 
     /// One attempt of [`Store::report_durations`]. Inserts skip keys stored meanwhile, so a
     /// concurrent upload of the same carrier that stored some keys first (only possible on
     /// PostgreSQL) shows as fewer rows inserted than classified new: the attempt rolls back
-    /// and reports the race, and the batch is classified again.
+    /// and reports the race, and the batch is classified again. Rows go in in call-id order,
+    /// so concurrent uploads sharing keys wait for each other in one order, never in a cycle.
     async fn report_durations_once(
         &self,
         carrier: &CarrierId,
@@ -89,7 +90,7 @@ impl Store {
         }
         let received_time_ms = now_ms();
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut rows = Vec::new();
+        let mut rows: Vec<(String, call_duration::ActiveModel)> = Vec::new();
         for record in batch {
             let json = serde_json::to_string(record)
                 .map_err(|e| StoreError::Corrupt(format!("encoding duration: {e}")))?;
@@ -98,22 +99,27 @@ impl Store {
                 Some(_) => IngestOutcome::Conflict,
                 None => {
                     stored.insert(record.call_id().as_str().to_owned(), json.clone());
-                    rows.push(call_duration::ActiveModel {
-                        carrier_id: Set(carrier.to_string()),
-                        call_id: Set(record.call_id().as_str().to_owned()),
-                        tenant_id: Set(record.tenant_id().as_str().to_owned()),
-                        start_time_ms: Set(record.start_time_ms()),
-                        duration_ms: Set(record.duration_ms()),
-                        received_time_ms: Set(received_time_ms),
-                        record: Set(json),
-                    });
+                    rows.push((
+                        record.call_id().as_str().to_owned(),
+                        call_duration::ActiveModel {
+                            carrier_id: Set(carrier.to_string()),
+                            call_id: Set(record.call_id().as_str().to_owned()),
+                            tenant_id: Set(record.tenant_id().as_str().to_owned()),
+                            start_time_ms: Set(record.start_time_ms()),
+                            duration_ms: Set(record.duration_ms()),
+                            received_time_ms: Set(received_time_ms),
+                            record: Set(json),
+                        },
+                    ));
                     IngestOutcome::Accepted
                 }
             };
             outcomes.push(outcome);
         }
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let expected = rows.len() as u64;
         let mut inserted = 0;
+        let rows = rows.into_iter().map(|(_, row)| row);
         for chunk in per_statement(rows, columns::<call_duration::Entity>()) {
             inserted += call_duration::Entity::insert_many(chunk)
                 .on_conflict(
@@ -162,12 +168,23 @@ impl Store {
     ) -> Result<StoredUpload, StoreError> {
         let summary = serde_json::to_string(tally)
             .map_err(|e| StoreError::Corrupt(format!("upload summary: {e}")))?;
-        let complete_time_ms = now_ms();
+        retry_write(|| self.save_upload_once(carrier, upload_id, &summary)).await?;
+        self.upload(carrier, upload_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("upload vanished after insert".into()))
+    }
+
+    async fn save_upload_once(
+        &self,
+        carrier: &CarrierId,
+        upload_id: &str,
+        summary: &str,
+    ) -> Result<Attempt<()>, StoreError> {
         upload::Entity::insert(upload::ActiveModel {
             carrier_id: Set(carrier.to_string()),
             upload_id: Set(upload_id.to_owned()),
-            complete_time_ms: Set(complete_time_ms),
-            summary: Set(summary),
+            complete_time_ms: Set(now_ms()),
+            summary: Set(summary.to_owned()),
         })
         .on_conflict(
             OnConflict::columns([upload::Column::CarrierId, upload::Column::UploadId])
@@ -176,9 +193,7 @@ impl Store {
         )
         .exec_without_returning(&self.db)
         .await?;
-        self.upload(carrier, upload_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("upload vanished after insert".into()))
+        Ok(Attempt::Committed(()))
     }
 
     /// Up to `limit` calls of `carrier` in `window`, after `after` in call-id order, each with
@@ -281,14 +296,18 @@ impl Store {
                 }
             }))
             .collect();
-        // Both lists are sorted and disjoint: merged, the first `limit` are the next page.
+        // Both lists are sorted and disjoint: merged, the first `limit` are the next page. SQL
+        // and this sort agree on the order because `call_id` compares bytewise on both
+        // backends (SQLite's BINARY; `COLLATE "C"` on PostgreSQL, migration 5), as `String`
+        // does; under a linguistic collation pages would skip or repeat calls.
         rows.sort_by(|a, b| a.call_id.cmp(&b.call_id));
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(rows)
     }
 
     /// Up to `limit` successful platform calls of `tenant` in `window`, after `after` in
-    /// call-id order, each with the duration its own carrier reported, if any.
+    /// call-id order (bytewise, as in [`Store::reconciliation_page`]), each with the duration
+    /// its own carrier reported, if any.
     pub async fn usage_page(
         &self,
         tenant: &TenantId,
@@ -341,19 +360,29 @@ impl Store {
             if keys.is_empty() {
                 return Ok(deleted);
             }
-            let tx = self.begin_write().await?;
-            for chunk in per_statement(&keys, 1) {
-                for (carrier_id, ids) in group_by_carrier(chunk) {
-                    deleted += call_duration::Entity::delete_many()
-                        .filter(call_duration::Column::CarrierId.eq(carrier_id))
-                        .filter(call_duration::Column::CallId.is_in(ids))
-                        .exec(&tx)
-                        .await?
-                        .rows_affected;
-                }
-            }
-            tx.commit().await?;
+            deleted += retry_write(|| self.delete_durations(&keys)).await?;
         }
+    }
+
+    /// Deletes the durations under `keys` (carrier, call id) in one transaction.
+    async fn delete_durations(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Attempt<u64>, StoreError> {
+        let mut deleted = 0;
+        let tx = self.begin_write().await?;
+        for chunk in per_statement(keys, 1) {
+            for (carrier_id, ids) in group_by_carrier(chunk) {
+                deleted += call_duration::Entity::delete_many()
+                    .filter(call_duration::Column::CarrierId.eq(carrier_id))
+                    .filter(call_duration::Column::CallId.is_in(ids))
+                    .exec(&tx)
+                    .await?
+                    .rows_affected;
+            }
+        }
+        tx.commit().await?;
+        Ok(Attempt::Committed(deleted))
     }
 }
 

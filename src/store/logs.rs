@@ -10,6 +10,7 @@ use sea_orm::prelude::Expr;
 use sea_orm::sea_query::ExprTrait;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
+use super::batch::{Attempt, retry_write};
 use super::entities::{call_record, carrier, number_event, quality_record};
 use super::{Store, StoreError};
 use crate::domain::records::LogBounds;
@@ -126,27 +127,11 @@ impl Store {
                 else {
                     break;
                 };
-                let tx = self.begin_write().await?;
-                let Some(locked) = take_positions::<L, _>(&tx, &carrier_id, 0).await? else {
+                let step = retry_write(|| self.purge_step::<L>(&carrier_id, newest_expired, batch))
+                    .await?;
+                let Some((rows, through)) = step else {
                     break;
                 };
-                let purged = L::bounds(&locked).purged_through;
-                let through = std::cmp::min(newest_expired, purged.saturating_add(batch));
-                let rows = L::delete_many()
-                    .filter(L::CARRIER.eq(carrier_id.as_str()))
-                    .filter(L::POSITION.lte(through))
-                    .exec(&tx)
-                    .await?
-                    .rows_affected;
-                carrier::Entity::update_many()
-                    .col_expr(
-                        L::PURGED_THROUGH,
-                        Expr::value(std::cmp::max(through, purged)),
-                    )
-                    .filter(carrier::Column::CarrierId.eq(carrier_id.as_str()))
-                    .exec(&tx)
-                    .await?;
-                tx.commit().await?;
                 deleted += rows;
                 if through >= newest_expired {
                     break;
@@ -154,5 +139,38 @@ impl Store {
             }
         }
         Ok(deleted)
+    }
+
+    /// One transaction of [`Store::purge_log`]: under the carrier's lock, deletes the
+    /// carrier's entries through min(`newest_expired`, purge mark + `batch`) and moves the
+    /// mark there. Returns the rows deleted and that position; `None` without such carrier.
+    async fn purge_step<L: GaplessLog>(
+        &self,
+        carrier_id: &str,
+        newest_expired: i64,
+        batch: i64,
+    ) -> Result<Attempt<Option<(u64, i64)>>, StoreError> {
+        let tx = self.begin_write().await?;
+        let Some(locked) = take_positions::<L, _>(&tx, carrier_id, 0).await? else {
+            return Ok(Attempt::Committed(None));
+        };
+        let purged = L::bounds(&locked).purged_through;
+        let through = std::cmp::min(newest_expired, purged.saturating_add(batch));
+        let rows = L::delete_many()
+            .filter(L::CARRIER.eq(carrier_id))
+            .filter(L::POSITION.lte(through))
+            .exec(&tx)
+            .await?
+            .rows_affected;
+        carrier::Entity::update_many()
+            .col_expr(
+                L::PURGED_THROUGH,
+                Expr::value(std::cmp::max(through, purged)),
+            )
+            .filter(carrier::Column::CarrierId.eq(carrier_id))
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Attempt::Committed(Some((rows, through))))
     }
 }

@@ -17,12 +17,14 @@ mod batch;
 mod carriers;
 mod durations;
 mod entities;
+mod failure;
 mod logs;
 pub mod migration;
 mod numbers;
 mod record_kinds;
 mod records;
 
+pub use failure::Constraint;
 pub(crate) use records::LogRecord;
 
 /// Advisory-lock key taken while migrating on PostgreSQL, so instances starting together do
@@ -35,12 +37,26 @@ pub(crate) const PURGE_LOCK_KEY: i64 = 0x6f70_636e_7072_6765;
 /// The PostgreSQL channel change notices travel on between instances.
 const NOTIFY_CHANNEL: &str = "opconnect_changes";
 
-/// Why a store operation failed.
+/// Why a store operation failed. A `DbErr` becomes `Conflict`, `Constraint` or `Db` by what
+/// the database said (`failure.rs`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
-    Db(#[from] DbErr),
+    Db(#[source] DbErr),
+    /// A transient conflict with concurrent writers (a deadlock, a serialization failure, a
+    /// lock not available, SQLite busy, a lost race for the same keys) that the write's
+    /// retries did not settle. Running the request again later may succeed.
+    #[error("conflict with concurrent writers: {0}")]
+    Conflict(#[source] DbErr),
+    /// The write broke a constraint that only the database checked.
+    #[error("{constraint:?} constraint violated: {source}")]
+    Constraint {
+        /// Which kind.
+        constraint: Constraint,
+        /// The database's error, for the log.
+        source: DbErr,
+    },
     /// No carrier with this id.
     #[error("carrier {0} not found")]
     CarrierNotFound(String),

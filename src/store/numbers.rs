@@ -4,16 +4,25 @@
 //! numbers it changes, (3) takes `n` revisions from the carrier's counter, (4) writes the new
 //! states and the `n` events. Readers that resume after revision R therefore never miss a later
 //! commit: revisions are handed out under the carrier's lock, in commit order.
+//!
+//! A number belongs to one carrier for good, and the write itself enforces it: the carrier
+//! lock orders only writers of one carrier, so on PostgreSQL two carriers can both read a new
+//! number as absent and both provision it. New numbers are therefore inserted with
+//! `ON CONFLICT DO NOTHING`, and existing ones updated only where the stored owner is the
+//! writer; fewer rows written than changes means another carrier got there first. The
+//! transaction then rolls back and runs again ([`retry_write`]); the next read shows the other
+//! carrier's number, and the domain rules refuse (`OwnedByOtherCarrier`). Rows are written in
+//! number order, so writers that share numbers wait for each other in one order.
 
 use std::collections::BTreeMap;
 
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
 
-use super::batch::{columns, per_statement};
+use super::batch::{Attempt, columns, per_statement, retry_write};
 use super::carriers::{advance_revision, lock_carrier};
 use super::entities::{carrier, number, number_event};
 use super::{Store, StoreError, notify, now_ms};
@@ -93,20 +102,23 @@ async fn read_states(
 }
 
 /// Takes revisions for `changes` from the carrier's counter and writes states and events.
-/// Returns the states as stored, in the order of `changes`.
+/// Returns the states as stored, in the order of `changes`, and the carrier's revision; or
+/// `None` when a concurrent writer of another carrier wrote some of the numbers first (the
+/// caller rolls back and reports [`Attempt::Raced`]).
 async fn commit_changes(
     tx: &DatabaseTransaction,
     carrier_id: &str,
     changes: Vec<Change>,
-) -> Result<(Vec<NumberState>, i64), StoreError> {
+) -> Result<Option<(Vec<NumberState>, i64)>, StoreError> {
     let n = i64::try_from(changes.len()).map_err(|_| StoreError::Corrupt("batch size".into()))?;
     let carrier = advance_revision(tx, carrier_id, n).await?;
     if changes.is_empty() {
-        return Ok((Vec::new(), carrier.number_revision));
+        return Ok(Some((Vec::new(), carrier.number_revision)));
     }
     let first = carrier.number_revision - n + 1;
     let commit_time_ms = now_ms();
     let mut stored = Vec::with_capacity(changes.len());
+    // (number, whether it is new, row): new numbers are inserted, existing ones updated.
     let mut number_rows = Vec::with_capacity(changes.len());
     let mut event_rows = Vec::with_capacity(changes.len());
     for (revision, change) in (first..).zip(changes) {
@@ -114,14 +126,18 @@ async fn commit_changes(
         next.revision = revision;
         next.update_time_ms = commit_time_ms;
         let state_json = encode_state(&next)?;
-        number_rows.push(number::ActiveModel {
-            number: Set(next.number.to_string()),
-            carrier_id: Set(next.carrier_id.to_string()),
-            tenant_id: Set(next.tenant_id.as_str().to_owned()),
-            status: Set(status_code(next.status)),
-            revision: Set(revision),
-            state: Set(state_json.clone()),
-        });
+        number_rows.push((
+            next.number.to_string(),
+            change.previous.is_none(),
+            number::ActiveModel {
+                number: Set(next.number.to_string()),
+                carrier_id: Set(next.carrier_id.to_string()),
+                tenant_id: Set(next.tenant_id.as_str().to_owned()),
+                status: Set(status_code(next.status)),
+                revision: Set(revision),
+                state: Set(state_json.clone()),
+            },
+        ));
         event_rows.push(number_event::ActiveModel {
             carrier_id: Set(next.carrier_id.to_string()),
             revision: Set(revision),
@@ -134,30 +150,53 @@ async fn commit_changes(
         });
         stored.push(next);
     }
-    // The same number may change twice in one batch only if a request names it twice, which
-    // validation refuses; each chunk is still applied in order.
-    for chunk in per_statement(number_rows, columns::<number::Entity>()) {
-        number::Entity::insert_many(chunk)
+    // A request names a number at most once (validation refuses repeats), so each number has
+    // one row here. Number order: writers sharing numbers wait for each other in one order.
+    number_rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let expected = number_rows.len() as u64;
+    let (new, existing): (Vec<_>, Vec<_>) = number_rows.into_iter().partition(|row| row.1);
+    let mut written = 0;
+    let new = new.into_iter().map(|(_, _, row)| row);
+    for chunk in per_statement(new, columns::<number::Entity>()) {
+        written += number::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::column(number::Column::Number)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(tx)
+            .await?;
+    }
+    // Rows the writer does not own are left alone and not counted; the owner never changes.
+    let existing = existing.into_iter().map(|(_, _, row)| row);
+    for chunk in per_statement(existing, columns::<number::Entity>()) {
+        written += number::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::column(number::Column::Number)
                     .update_columns([
-                        number::Column::CarrierId,
                         number::Column::TenantId,
                         number::Column::Status,
                         number::Column::Revision,
                         number::Column::State,
                     ])
+                    .action_and_where(
+                        Expr::col((number::Entity, number::Column::CarrierId))
+                            .equals((Alias::new("excluded"), number::Column::CarrierId)),
+                    )
                     .to_owned(),
             )
             .exec_without_returning(tx)
             .await?;
+    }
+    if written != expected {
+        return Ok(None);
     }
     for chunk in per_statement(event_rows, columns::<number_event::Entity>()) {
         number_event::Entity::insert_many(chunk)
             .exec_without_returning(tx)
             .await?;
     }
-    Ok((stored, carrier.number_revision))
+    Ok(Some((stored, carrier.number_revision)))
 }
 
 fn transition_error(number: &E164) -> impl Fn(TransitionError) -> StoreError + '_ {
@@ -175,6 +214,15 @@ impl Store {
         numbers: &[E164],
         request: &Provisioning,
     ) -> Result<Vec<NumberState>, StoreError> {
+        retry_write(|| self.provision_numbers_once(carrier, numbers, request)).await
+    }
+
+    async fn provision_numbers_once(
+        &self,
+        carrier: &CarrierId,
+        numbers: &[E164],
+        request: &Provisioning,
+    ) -> Result<Attempt<Vec<NumberState>>, StoreError> {
         let tx = self.begin_write().await?;
         lock_carrier(&tx, carrier.as_str()).await?;
         let current = read_states(&tx, numbers).await?;
@@ -196,7 +244,10 @@ impl Store {
                 }
             }
         }
-        let (stored, revision) = commit_changes(&tx, carrier.as_str(), changes).await?;
+        let Some((stored, revision)) = commit_changes(&tx, carrier.as_str(), changes).await? else {
+            tx.rollback().await?;
+            return Ok(Attempt::Raced);
+        };
         if !stored.is_empty() {
             notify(&tx, &Notice::Revision(carrier.to_string(), revision)).await?;
         }
@@ -204,10 +255,12 @@ impl Store {
         self.feed.publish(carrier.as_str(), revision);
         let mut by_number: BTreeMap<String, NumberState> = unchanged;
         by_number.extend(stored.into_iter().map(|s| (s.number.to_string(), s)));
-        Ok(numbers
-            .iter()
-            .filter_map(|n| by_number.get(n.as_str()).cloned())
-            .collect())
+        Ok(Attempt::Committed(
+            numbers
+                .iter()
+                .filter_map(|n| by_number.get(n.as_str()).cloned())
+                .collect(),
+        ))
     }
 
     /// The carrier that owns `number`, if the number exists.
@@ -225,8 +278,18 @@ impl Store {
     async fn change_number(
         &self,
         number: &E164,
-        transition: impl FnOnce(&NumberState) -> Result<Transition, TransitionError>,
+        transition: impl Fn(&NumberState) -> Result<Transition, TransitionError>,
     ) -> Result<NumberState, StoreError> {
+        retry_write(|| self.change_number_once(number, &transition)).await
+    }
+
+    /// One attempt of [`Store::change_number`]: finds the owner, locks it, re-reads the number
+    /// under that lock and writes only while the owner is still the one locked.
+    async fn change_number_once(
+        &self,
+        number: &E164,
+        transition: impl Fn(&NumberState) -> Result<Transition, TransitionError>,
+    ) -> Result<Attempt<NumberState>, StoreError> {
         let not_found = || StoreError::NumberNotFound(number.to_string());
         let owner = number::Entity::find_by_id(number.as_str())
             .one(&self.db)
@@ -239,20 +302,28 @@ impl Store {
             .await?
             .remove(number.as_str())
             .ok_or_else(not_found)?;
+        if current.carrier_id.as_str() != owner {
+            // The lock taken is not the owner's: never write under it.
+            tx.rollback().await?;
+            return Ok(Attempt::Raced);
+        }
         let Some((kind, next)) = transition(&current).map_err(transition_error(number))? else {
             tx.commit().await?;
-            return Ok(current);
+            return Ok(Attempt::Committed(current));
         };
         let change = Change {
             kind,
             previous: Some(current),
             next,
         };
-        let (mut stored, revision) = commit_changes(&tx, &owner, vec![change]).await?;
+        let Some((mut stored, revision)) = commit_changes(&tx, &owner, vec![change]).await? else {
+            tx.rollback().await?;
+            return Ok(Attempt::Raced);
+        };
         notify(&tx, &Notice::Revision(owner.clone(), revision)).await?;
         tx.commit().await?;
         self.feed.publish(&owner, revision);
-        stored.pop().ok_or_else(not_found)
+        stored.pop().ok_or_else(not_found).map(Attempt::Committed)
     }
 
     /// Assigns a number or changes its assignment.
@@ -262,8 +333,10 @@ impl Store {
         assignment: Assignment,
     ) -> Result<NumberState, StoreError> {
         let now = now_ms();
-        self.change_number(number, |current| rules::assign(current, assignment, now))
-            .await
+        self.change_number(number, |current| {
+            rules::assign(current, assignment.clone(), now)
+        })
+        .await
     }
 
     /// Unassigns an assigned number.
@@ -275,6 +348,13 @@ impl Store {
 
     /// Releases numbers, all or none, possibly of several carriers.
     pub async fn release_numbers(&self, numbers: &[E164]) -> Result<Vec<NumberState>, StoreError> {
+        retry_write(|| self.release_numbers_once(numbers)).await
+    }
+
+    async fn release_numbers_once(
+        &self,
+        numbers: &[E164],
+    ) -> Result<Attempt<Vec<NumberState>>, StoreError> {
         let tx = self.begin_write().await?;
         let current = read_states(&tx, numbers).await?;
         if let Some(missing) = numbers.iter().find(|n| !current.contains_key(n.as_str())) {
@@ -293,6 +373,14 @@ impl Store {
         }
         // Re-read under the locks: on PostgreSQL a writer may have committed in between.
         let current = read_states(&tx, numbers).await?;
+        if current
+            .values()
+            .any(|state| !by_carrier.contains_key(state.carrier_id.as_str()))
+        {
+            // A number whose owner is not locked: never write under the wrong lock.
+            tx.rollback().await?;
+            return Ok(Attempt::Raced);
+        }
         let now = now_ms();
         let mut results: BTreeMap<String, NumberState> = BTreeMap::new();
         let mut changes: BTreeMap<String, Vec<Change>> = BTreeMap::new();
@@ -313,7 +401,12 @@ impl Store {
         }
         let mut published = Vec::new();
         for (carrier_id, carrier_changes) in changes {
-            let (stored, revision) = commit_changes(&tx, &carrier_id, carrier_changes).await?;
+            let Some((stored, revision)) =
+                commit_changes(&tx, &carrier_id, carrier_changes).await?
+            else {
+                tx.rollback().await?;
+                return Ok(Attempt::Raced);
+            };
             notify(&tx, &Notice::Revision(carrier_id.clone(), revision)).await?;
             results.extend(stored.into_iter().map(|s| (s.number.to_string(), s)));
             published.push((carrier_id, revision));
@@ -322,10 +415,12 @@ impl Store {
         for (carrier_id, revision) in published {
             self.feed.publish(&carrier_id, revision);
         }
-        Ok(numbers
-            .iter()
-            .filter_map(|n| results.get(n.as_str()).cloned())
-            .collect())
+        Ok(Attempt::Committed(
+            numbers
+                .iter()
+                .filter_map(|n| results.get(n.as_str()).cloned())
+                .collect(),
+        ))
     }
 
     /// One of `carrier`'s numbers.

@@ -39,6 +39,7 @@ impl LogRecord for CallRecord {
 
 impl RecordTable for call_record::Entity {
     const CALL_ID: Self::Column = call_record::Column::CallId;
+    const KEY: &'static [Self::Column] = &[call_record::Column::CallId];
     const TENANT: Self::Column = call_record::Column::TenantId;
     const START_TIME: Self::Column = call_record::Column::StartTimeMs;
     const NOTICE: fn(String, i64) -> Notice = Notice::CallRecords;
@@ -88,6 +89,10 @@ impl LogRecord for QualityRecord {
 
 impl RecordTable for quality_record::Entity {
     const CALL_ID: Self::Column = quality_record::Column::CallId;
+    const KEY: &'static [Self::Column] = &[
+        quality_record::Column::CallId,
+        quality_record::Column::StreamId,
+    ];
     const TENANT: Self::Column = quality_record::Column::TenantId;
     const START_TIME: Self::Column = quality_record::Column::StartTimeMs;
     const NOTICE: fn(String, i64) -> Notice = Notice::QualityRecords;

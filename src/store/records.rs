@@ -6,6 +6,14 @@
 //! them with one multi-row statement per chunk, commit. Cursors are therefore gapless and in
 //! commit order, like number revisions.
 //!
+//! Keys are unique across carriers, so on PostgreSQL batches of different carriers (which lock
+//! different carrier rows and run in parallel) can insert the same new key at once. Rows are
+//! inserted in key order, whatever order the batch had, so two such batches wait for each
+//! other's keys in one order and never deadlock; the insert skips keys stored meanwhile
+//! (`ON CONFLICT DO NOTHING`), and fewer rows inserted than classified new means a concurrent
+//! writer won some keys: the attempt rolls back and runs again, and the next classification
+//! sees the winner's rows (a duplicate, or a conflict for another carrier's key).
+//!
 //! The protocol here is the same for both kinds; what differs (the table, its columns, how a
 //! record becomes a row) is in each kind's impls in `record_kinds.rs`.
 
@@ -17,7 +25,7 @@ use sea_orm::{QueryOrder, QuerySelect};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::batch::{Attempt, columns, per_statement, retry_raced};
+use super::batch::{Attempt, columns, per_statement, retry_write};
 use super::entities::{carrier, consumer_cursor};
 use super::logs::{GaplessLog, take_positions};
 use super::record_kinds::{bounds_of, kind_code};
@@ -53,6 +61,8 @@ pub(crate) struct Place {
 pub(crate) trait RecordTable: GaplessLog<Model: Sync, ActiveModel: Send + Sync> {
     /// The call-id column: a batch's stored keys are looked up by it.
     const CALL_ID: Self::Column;
+    /// The columns of the unique key that [`LogRecord::key`] gives the values of.
+    const KEY: &'static [Self::Column];
     /// The tenant column, for filters.
     const TENANT: Self::Column;
     /// The start-time column, for filters.
@@ -70,6 +80,9 @@ pub(crate) struct StoredRow {
     pub key: (String, String),
     pub json: String,
 }
+
+/// A new row of table `L` with its key, so that rows can be inserted in key order.
+type KeyedRow<L> = ((String, String), <L as EntityTrait>::ActiveModel);
 
 /// Stored key → (carrier, JSON) for the keys of a batch.
 async fn existing<L: RecordTable, C: ConnectionTrait>(
@@ -119,11 +132,11 @@ impl Store {
         &self,
         batch: &[(CarrierId, T)],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        retry_raced(|| self.ingest_once(batch)).await
+        retry_write(|| self.ingest_once(batch)).await
     }
 
-    /// One attempt of [`Store::ingest`]. A concurrent writer that stored one of the new keys
-    /// first makes the insert fail with a unique violation, which [`retry_raced`] retries.
+    /// One attempt of [`Store::ingest`]; [`Attempt::Raced`] when a concurrent writer stored
+    /// some of the keys it classified new.
     async fn ingest_once<T: LogRecord>(
         &self,
         batch: &[(CarrierId, T)],
@@ -168,7 +181,7 @@ impl Store {
         }
         let ingest_time_ms = now_ms();
         let mut published = Vec::new();
-        let mut rows = Vec::new();
+        let mut rows: Vec<KeyedRow<T::Table>> = Vec::new();
         for (carrier_id, records) in new_by_carrier {
             let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
             let Some(row) = take_positions::<T::Table, _>(&tx, carrier_id, n).await? else {
@@ -181,16 +194,30 @@ impl Store {
                     cursor,
                     ingest_time_ms,
                 };
-                rows.push(batch[i].1.row(place, json));
+                let record = &batch[i].1;
+                rows.push((record.key(), record.row(place, json)));
             }
             let notice = (T::Table::NOTICE)(carrier_id.to_owned(), latest);
             notify(&tx, &notice).await?;
             published.push(notice);
         }
-        for chunk in per_statement(rows, columns::<T::Table>()) {
-            T::Table::insert_many(chunk)
+        // One global order of keys: concurrent batches sharing keys wait in the same order.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let expected = rows.len() as u64;
+        let mut inserted = 0;
+        for chunk in per_statement(rows.into_iter().map(|(_, row)| row), columns::<T::Table>()) {
+            inserted += T::Table::insert_many(chunk)
+                .on_conflict(
+                    OnConflict::columns(T::Table::KEY.iter().copied())
+                        .do_nothing()
+                        .to_owned(),
+                )
                 .exec_without_returning(&tx)
                 .await?;
+        }
+        if inserted != expected {
+            tx.rollback().await?;
+            return Ok(Attempt::Raced);
         }
         tx.commit().await?;
         for notice in published {
@@ -276,6 +303,15 @@ impl Store {
         kind: LogKind,
         cursor: i64,
     ) -> Result<(), StoreError> {
+        retry_write(|| self.commit_cursor_once(carrier, kind, cursor)).await
+    }
+
+    async fn commit_cursor_once(
+        &self,
+        carrier: &CarrierId,
+        kind: LogKind,
+        cursor: i64,
+    ) -> Result<Attempt<()>, StoreError> {
         let model = consumer_cursor::ActiveModel {
             carrier_id: Set(carrier.to_string()),
             kind: Set(kind_code(kind)),
@@ -296,7 +332,7 @@ impl Store {
             )
             .exec_without_returning(&self.db)
             .await?;
-        Ok(())
+        Ok(Attempt::Committed(()))
     }
 
     /// Purges records of `T`'s log ingested before `cutoff_ms`, at most `batch` cursors per

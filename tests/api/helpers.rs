@@ -691,3 +691,53 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 pub fn retry_delay(status: &Status) -> Option<Duration> {
     status.get_details_retry_info().and_then(|r| r.retry_delay)
 }
+
+/// The PostgreSQL admin URL of the suite; tests that need PostgreSQL are `#[ignore]`d and
+/// fail with this message when run without it.
+pub fn require_postgres_url() -> String {
+    std::env::var(TEST_DATABASE_VAR)
+        .unwrap_or_else(|_| panic!("set {TEST_DATABASE_VAR} to a PostgreSQL admin URL"))
+}
+
+/// Like [`create_postgres_database`], with `options` appended to `CREATE DATABASE <name>`
+/// (a template, a locale provider, a collation).
+pub async fn create_postgres_database_with(admin_url: &str, options: &str) -> String {
+    use sea_orm::ConnectionTrait;
+    let name = format!(
+        "opc_test_{}_{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    let admin = sea_orm::Database::connect(admin_url)
+        .await
+        .expect("connect to the PostgreSQL admin URL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name} {options}"))
+        .await
+        .expect("create test database");
+    let _ = admin.close().await;
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin_url, String::new()),
+    };
+    let prefix = base.rsplit_once('/').map_or(base, |(p, _)| p);
+    format!("{prefix}/{name}{query}")
+}
+
+/// Every call record of `carrier` from the start of its log, as (cursor, call id).
+pub async fn stored_call_ids(app: &TestApp, carrier: &str) -> Vec<(i64, String)> {
+    let mut stream = app
+        .records(carrier)
+        .await
+        .stream_call_records(pb::StreamCallRecordsRequest {
+            options: Some(stream_options(Some(0))),
+        })
+        .await
+        .expect("stream call records")
+        .into_inner();
+    let mut stored = Vec::new();
+    while let Some(msg) = stream.message().await.expect("stream ok") {
+        stored.extend(msg.records.into_iter().map(|r| (r.cursor, r.call_id)));
+    }
+    stored
+}

@@ -4,6 +4,8 @@
 mod helpers;
 
 mod admin;
+mod collation;
+mod contention;
 mod durations;
 mod identity;
 mod limits;

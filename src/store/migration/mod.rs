@@ -1,5 +1,6 @@
-//! Schema migrations, run at start-up (sea-orm-migration). Portable SQL only: every table
-//! works the same on SQLite and PostgreSQL.
+//! Schema migrations, run at start-up (sea-orm-migration). Portable SQL, so every table works
+//! the same on SQLite and PostgreSQL; where the backends differ (PostgreSQL's collations), a
+//! migration makes PostgreSQL behave as SQLite does and is a no-op on SQLite.
 
 use sea_orm_migration::prelude::*;
 
@@ -7,6 +8,7 @@ mod m20261127_000001_create_carriers;
 mod m20261127_000002_create_numbers;
 mod m20261127_000003_create_record_logs;
 mod m20261127_000004_create_durations;
+mod m20261129_000005_bytewise_keys;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -19,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_create_numbers::Migration),
             Box::new(m20261127_000003_create_record_logs::Migration),
             Box::new(m20261127_000004_create_durations::Migration),
+            Box::new(m20261129_000005_bytewise_keys::Migration),
         ]
     }
 }
