@@ -57,6 +57,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         tls_cert: dir.join("server.pem"),
         tls_key: dir.join("server.key"),
         client_ca: dir.join("ca.pem"),
+        client_crl: None,
         trust_domain: TRUST_DOMAIN.into(),
         log_format: LogFormat::Text,
         shutdown_grace_secs: 5,
@@ -65,6 +66,8 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         quality_record_retention_days: 30,
         duration_retention_days: 548,
         purge_interval_secs: 3600,
+        tls_handshake_timeout_secs: 10,
+        max_connections: 10_000,
     }
 }
 
