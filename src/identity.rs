@@ -206,3 +206,152 @@ where
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::CertificateAuthority;
+
+    const DOMAIN: &str = "opconnect";
+
+    /// The DER of a client certificate carrying `uris` as URI SANs.
+    fn leaf_with(uris: &[&str]) -> Vec<u8> {
+        let ca = CertificateAuthority::generate("identity test CA").unwrap();
+        let uris: Vec<String> = uris.iter().map(|u| (*u).to_owned()).collect();
+        let issued = ca.issue_client_with_uris("test", &uris).unwrap();
+        x509_parser::pem::parse_x509_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .1
+            .contents
+    }
+
+    fn caller(uris: &[&str]) -> Result<Caller, String> {
+        caller_from_certificate(&leaf_with(uris), DOMAIN)
+    }
+
+    fn carrier(id: &str) -> Caller {
+        Caller::Carrier(CarrierId::parse(id).unwrap())
+    }
+
+    /// The two documented shapes are read as carrier and platform callers.
+    #[test]
+    fn carrier_and_platform_identities() {
+        assert_eq!(
+            caller(&["spiffe://opconnect/carrier/contoso"]),
+            Ok(carrier("contoso"))
+        );
+        assert_eq!(
+            caller(&["spiffe://opconnect/platform/ops"]),
+            Ok(Caller::Platform("ops".into()))
+        );
+    }
+
+    /// Two SPIFFE URIs are ambiguous and refused, also when one differs only in the case of
+    /// its scheme; a SPIFFE URI beside an https URI is accepted.
+    #[test]
+    fn several_uri_sans() {
+        assert!(
+            caller(&[
+                "spiffe://opconnect/carrier/contoso",
+                "spiffe://opconnect/platform/ops"
+            ])
+            .is_err()
+        );
+        assert!(
+            caller(&[
+                "SPIFFE://opconnect/platform/ops",
+                "spiffe://opconnect/carrier/contoso"
+            ])
+            .is_err()
+        );
+        assert_eq!(
+            caller(&[
+                "https://contoso.example/",
+                "spiffe://opconnect/carrier/contoso"
+            ]),
+            Ok(carrier("contoso"))
+        );
+        assert!(caller(&["https://contoso.example/"]).is_err());
+        assert!(caller(&[]).is_err());
+    }
+
+    /// The path is exactly two segments: no extra, empty or trailing ones.
+    #[test]
+    fn extra_path_segments_are_refused() {
+        for uri in [
+            "spiffe://opconnect/carrier/a/b",
+            "spiffe://opconnect/carrier/contoso/",
+            "spiffe://opconnect/carrier//contoso",
+            "spiffe://opconnect//carrier/contoso",
+            "spiffe://opconnect/carrier",
+            "spiffe://opconnect/carrier/",
+            "spiffe://opconnect",
+            "spiffe://opconnect/",
+            "spiffe://opconnect/platform/ops/admin",
+            "spiffe://opconnect/robot/contoso",
+        ] {
+            assert!(caller(&[uri]).is_err(), "{uri}");
+        }
+    }
+
+    /// Percent-encoded names are not decoded, and so never match an id.
+    #[test]
+    fn percent_encoding_is_refused() {
+        for uri in [
+            "spiffe://opconnect/carrier/con%74oso",
+            "spiffe://opconnect/%63arrier/contoso",
+            "spiffe://opconnect/carrier/contoso%2Fother",
+            "spiffe://op%63onnect/carrier/contoso",
+        ] {
+            assert!(caller(&[uri]).is_err(), "{uri}");
+        }
+    }
+
+    /// Nothing is case-folded: trust domain, kind, name and scheme must be lower case.
+    #[test]
+    fn upper_case_is_refused() {
+        for uri in [
+            "spiffe://OPCONNECT/carrier/x1",
+            "spiffe://Opconnect/carrier/x1",
+            "spiffe://opconnect/Carrier/x1",
+            "spiffe://opconnect/PLATFORM/ops",
+            "spiffe://opconnect/carrier/Contoso",
+            "SPIFFE://opconnect/carrier/contoso",
+            "Spiffe://opconnect/carrier/contoso",
+        ] {
+            assert!(caller(&[uri]).is_err(), "{uri}");
+        }
+    }
+
+    /// Only the configured trust domain, whole: not another, not one it is a prefix of, not
+    /// one that is a prefix of it, not with a port, user info, query or fragment.
+    #[test]
+    fn trust_domain_must_match_exactly() {
+        for uri in [
+            "spiffe://elsewhere/carrier/contoso",
+            "spiffe://opconnect.evil/carrier/contoso",
+            "spiffe://opconnectevil/carrier/contoso",
+            "spiffe://opconnect-evil/carrier/contoso",
+            "spiffe://opconnec/carrier/contoso",
+            "spiffe://opconnect:443/carrier/contoso",
+            "spiffe://user@opconnect/carrier/contoso",
+            "spiffe://evil/opconnect/carrier/contoso",
+            "spiffe:///carrier/contoso",
+            "spiffe://opconnect/carrier/contoso?x=1",
+            "spiffe://opconnect/carrier/contoso#f",
+        ] {
+            assert!(caller(&[uri]).is_err(), "{uri}");
+        }
+        let leaf = leaf_with(&["spiffe://opconnect.evil/carrier/contoso"]);
+        assert_eq!(
+            caller_from_certificate(&leaf, "opconnect.evil"),
+            Ok(carrier("contoso"))
+        );
+    }
+
+    /// A certificate that is not DER is refused, not a panic.
+    #[test]
+    fn garbage_is_refused() {
+        assert!(caller_from_certificate(b"not a certificate", DOMAIN).is_err());
+    }
+}

@@ -432,3 +432,72 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passwords are masked in the user info and in password query parameters, and nothing
+    /// else changes.
+    #[test]
+    fn redact_masks_every_password() {
+        let cases = [
+            (
+                "postgres://opconnect:secret@db.internal:5432/opconnect",
+                "postgres://opconnect:***@db.internal:5432/opconnect",
+            ),
+            (
+                "postgres://db.internal/opconnect?user=opconnect&password=secret",
+                "postgres://db.internal/opconnect?user=opconnect&password=***",
+            ),
+            (
+                "postgres://db.internal/opconnect?password=secret&sslmode=require",
+                "postgres://db.internal/opconnect?password=***&sslmode=require",
+            ),
+            (
+                "postgres://u:p%40ss@db/x?sslpassword=key&PASSWORD=again",
+                "postgres://u:***@db/x?sslpassword=***&PASSWORD=***",
+            ),
+            (
+                "postgres://opconnect@db.internal/opconnect",
+                "postgres://opconnect@db.internal/opconnect",
+            ),
+            (
+                "sqlite://opconnect.db?mode=rwc",
+                "sqlite://opconnect.db?mode=rwc",
+            ),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact(url), redacted, "{url}");
+        }
+    }
+
+    /// A cause that quotes the URL loses its passwords too.
+    #[test]
+    fn scrub_masks_passwords_in_causes() {
+        let url = "postgres://u:hunter2@db/x?password=swordfish";
+        let cause = format!("cannot connect to {url}: refused");
+        let scrubbed = scrub(&cause, url);
+        assert!(!scrubbed.contains("hunter2"), "{scrubbed}");
+        assert!(!scrubbed.contains("swordfish"), "{scrubbed}");
+        assert_eq!(scrub("no secret here", url), "no secret here");
+    }
+
+    /// A malformed trust domain and zero limits are refused at start-up.
+    #[test]
+    fn settings_are_validated() {
+        let mut settings = Settings::default();
+        assert!(validate(&settings).is_ok());
+        for bad in ["Bad Domain", "", "OPCONNECT", "a/b", &"a".repeat(256)] {
+            settings.trust_domain = bad.to_owned();
+            let err = validate(&settings).unwrap_err().to_string();
+            assert!(err.contains("--trust-domain"), "{err}");
+        }
+        settings.trust_domain = "example.org".into();
+        settings.tls_handshake_timeout_secs = 0;
+        assert!(validate(&settings).is_err());
+        settings.tls_handshake_timeout_secs = 1;
+        settings.max_connections = 0;
+        assert!(validate(&settings).is_err());
+    }
+}
