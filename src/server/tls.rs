@@ -183,8 +183,8 @@ fn certificates(
     Ok(certs)
 }
 
-/// Every CRL in a PEM file, each checked to be issued by one of `client_cas` (a CRL of another
-/// CA would make rustls refuse every client as "revocation status unknown").
+/// Every CRL in a PEM file, each checked to be signed by one of `client_cas`: rustls would
+/// ignore a CRL of another CA, and then refuse every client as "revocation status unknown".
 fn revocation_lists(
     path: &Path,
     client_cas: &[CertificateDer<'static>],
@@ -197,18 +197,20 @@ fn revocation_lists(
     if crls.is_empty() {
         return Err(invalid("no CRL in the file".into()));
     }
-    let ca_subjects: Vec<Vec<u8>> = client_cas
+    let cas: Vec<X509Certificate<'_>> = client_cas
         .iter()
         .filter_map(|ca| X509Certificate::from_der(ca).ok())
-        .map(|(_, ca)| ca.subject().as_raw().to_vec())
+        .map(|(_, ca)| ca)
         .collect();
     for crl in &crls {
         let (_, parsed) =
             CertificateRevocationList::from_der(crl).map_err(|e| invalid(e.to_string()))?;
-        if !ca_subjects
-            .iter()
-            .any(|subject| subject == parsed.issuer().as_raw())
-        {
+        // By name and signature: two CAs made by `certs init` have the same name.
+        let issued_by_client_ca = cas.iter().any(|ca| {
+            ca.subject().as_raw() == parsed.issuer().as_raw()
+                && parsed.verify_signature(ca.public_key()).is_ok()
+        });
+        if !issued_by_client_ca {
             return Err(invalid(format!(
                 "issued by {}, which is not a client CA",
                 parsed.issuer()
@@ -461,5 +463,87 @@ impl PeerInfo {
     /// The client's own certificate (the chain's first).
     pub(crate) fn leaf_certificate(&self) -> Option<&CertificateDer<'static>> {
         self.certificates.first()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{self, Subject};
+
+    /// Settings pointing at a fresh PKI made by `certs init` in `dir`.
+    fn settings_in(dir: &Path) -> Settings {
+        pki::init(
+            dir,
+            pki::DEFAULT_TRUST_DOMAIN,
+            &[],
+            &[Subject::Platform("ops".into())],
+            false,
+            false,
+        )
+        .unwrap();
+        Settings {
+            tls_cert: dir.join("server.pem"),
+            tls_key: dir.join("server.key"),
+            client_ca: dir.join("ca.pem"),
+            ..Settings::default()
+        }
+    }
+
+    /// A usable set gives a config that offers h2, with or without a CRL.
+    #[test]
+    fn builds_with_and_without_a_crl() {
+        crate::server::install_crypto_provider();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut settings = settings_in(tmp.path());
+        let config = server_config(&settings).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+        let crl = pki::revoke(tmp.path(), &Subject::Platform("ops".into())).unwrap();
+        settings.client_crl = Some(crl);
+        server_config(&settings).unwrap();
+    }
+
+    /// Missing files, a file without a CRL, a CRL of another CA with the same name and a key
+    /// that does not belong to the certificate are one-line errors naming the file.
+    #[test]
+    fn unusable_files_are_refused() {
+        crate::server::install_crypto_provider();
+        let tmp = tempfile::tempdir().unwrap();
+        let settings = settings_in(tmp.path());
+        let other = tempfile::tempdir().unwrap();
+        let other_settings = settings_in(other.path());
+        let foreign_crl = pki::revoke(other.path(), &Subject::Platform("ops".into())).unwrap();
+
+        let cases = [
+            Settings {
+                client_crl: Some(tmp.path().join("missing.pem")),
+                ..settings.clone()
+            },
+            Settings {
+                client_crl: Some(tmp.path().join("ca.pem")),
+                ..settings.clone()
+            },
+            Settings {
+                client_crl: Some(foreign_crl),
+                ..settings.clone()
+            },
+            Settings {
+                tls_key: other_settings.tls_key.clone(),
+                ..settings.clone()
+            },
+            Settings {
+                client_ca: tmp.path().join("server.key"),
+                ..settings.clone()
+            },
+        ];
+        for case in cases {
+            let err = server_config(&case).unwrap_err().to_string();
+            assert!(!err.contains('\n'), "{err}");
+            assert!(
+                err.contains(&*tmp.path().to_string_lossy())
+                    || err.contains(&*other.path().to_string_lossy()),
+                "{err}"
+            );
+        }
     }
 }
