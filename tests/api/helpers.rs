@@ -662,3 +662,189 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts a gateway with a fresh PKI and database after `configure` has adjusted its
+/// settings (limits, timeouts).
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write_server_pki(dir.path());
+    let mut settings = test_settings(dir.path());
+    settings.database_url = fresh_database_url(dir.path()).await;
+    configure(&mut settings);
+    let database_url = settings.database_url.clone();
+    let served = serve(settings).await;
+    TestApp {
+        addr: served.addr,
+        ca,
+        _dir: dir,
+        database_url,
+        metrics: served.metrics,
+        shutdown: served.shutdown,
+        handle: served.handle,
+    }
+}
+
+/// A gateway serving `settings`, whose files the test made itself (to restart it on them).
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    metrics: std::sync::Arc<opconnect::metrics::StreamMetrics>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), opconnect::server::ServerError>>>,
+}
+
+/// Builds and starts a gateway on `settings`.
+pub async fn serve(settings: Settings) -> Served {
+    let app = App::build(settings).await.expect("app builds");
+    let addr = app.local_addr().expect("addr");
+    let metrics = app.metrics();
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    Served {
+        addr,
+        metrics,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl Served {
+    /// Triggers shutdown and waits for the server to stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("server result");
+        }
+    }
+}
+
+/// The certificate and key `certs init` / `certs issue` wrote for `stem` in `dir`.
+pub fn issued_in(dir: &std::path::Path, stem: &str) -> Issued {
+    Issued {
+        cert_pem: std::fs::read_to_string(dir.join(format!("{stem}.pem"))).expect("read cert"),
+        key_pem: std::fs::read_to_string(dir.join(format!("{stem}.key"))).expect("read key"),
+    }
+}
+
+/// A health check over a new connection presenting `client`: `Ok` when served (any gRPC
+/// status from the application counts), `Err` when the connection or handshake failed.
+pub async fn health_over_new_connection(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    client: &Issued,
+) -> Result<(), String> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = channel_to(addr, ca_pem, Some(client))
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    match HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        // A status with an ErrorInfo came from the application: the connection was served.
+        Err(status) if !reason(&status).is_empty() => Ok(()),
+        Err(status) => Err(format!("call: {status:?}")),
+    }
+}
+
+/// Runs the `opconnect` binary with `args`; returns its exit code and stderr.
+pub fn run_opconnect(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_opconnect"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run opconnect");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A spawned `opconnect serve` whose log the test can read; killed when dropped, so a failed
+/// test leaves no server behind.
+pub struct LoggedProcess {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Starts `opconnect serve` like [`spawn_server`], with `extra` flags, keeping its log lines.
+pub fn spawn_server_with(
+    dir: &std::path::Path,
+    database_url: &str,
+    extra: &[&str],
+) -> LoggedProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opconnect"))
+        .arg("serve")
+        .arg("--listen=127.0.0.1:0")
+        .arg(format!("--database-url={database_url}"))
+        .arg(format!("--tls-cert={}", dir.join("server.pem").display()))
+        .arg(format!("--tls-key={}", dir.join("server.key").display()))
+        .arg(format!("--client-ca={}", dir.join("ca.pem").display()))
+        .arg("--shutdown-grace-secs=5")
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn opconnect");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let addr = loop {
+        let line = lines.next().expect("server exited early").expect("read");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|addr| addr.parse().expect("address"));
+        log.lock().expect("lock").push(line);
+        if let Some(addr) = addr {
+            break addr;
+        }
+    };
+    let keep = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            keep.lock().expect("lock").push(line);
+        }
+    });
+    LoggedProcess { child, addr, log }
+}
+
+impl LoggedProcess {
+    /// Waits (bounded) until a log line contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self
+                .log
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|line| line.contains(needle))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}: {:?}",
+                self.log.lock().expect("lock")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for LoggedProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

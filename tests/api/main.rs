@@ -12,4 +12,5 @@ mod records;
 mod retention;
 mod shutdown;
 mod streams;
+mod tls;
 mod watch;
