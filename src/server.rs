@@ -53,8 +53,9 @@ pub enum ServerError {
     /// A setting is out of its range (a malformed trust domain, a zero limit).
     #[error("configuration: {0}")]
     Config(String),
-    /// A TLS file is missing or unreadable.
-    #[error("cannot read {what} {path}: {source}")]
+    /// A TLS file is missing or unreadable. (The cause is the error's source, which the
+    /// binary prints after the message; repeating it here would print it twice.)
+    #[error("cannot read {what} {path}")]
     TlsFile {
         /// Which file.
         what: &'static str,
@@ -74,8 +75,8 @@ pub enum ServerError {
         /// The cause, with any password of the URL masked.
         detail: String,
     },
-    /// The listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The listener could not be bound (the cause is the source, as for `TlsFile`).
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -271,6 +271,7 @@ async fn accept_loop(
     let permits = Arc::new(Semaphore::new(
         limits.max_connections.min(Semaphore::MAX_PERMITS),
     ));
+    let mut refused = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             () = established.closed() => return,
@@ -286,8 +287,8 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(%remote, "connection limit reached; closing the new connection");
             drop(tcp);
+            refused.record(limits.max_connections);
             continue;
         };
         configure_socket(&tcp);
@@ -300,6 +301,38 @@ async fn accept_loop(
             permit,
             established.clone(),
         ));
+    }
+}
+
+/// Connections closed at the cap, reported at most once per [`REFUSAL_LOG_INTERVAL`]: one
+/// line per refused connection would let a flood flood the log too.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// When the last line was written.
+    last: Option<Instant>,
+    /// Refused since then.
+    unreported: u64,
+}
+
+/// How often a sustained stream of refusals is reported.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl RefusalLog {
+    fn record(&mut self, max_connections: usize) {
+        self.unreported += 1;
+        if self
+            .last
+            .is_some_and(|last| last.elapsed() < REFUSAL_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            max_connections,
+            refused = self.unreported,
+            "connection limit reached; new connections are closed at accept"
+        );
+        self.last = Some(Instant::now());
+        self.unreported = 0;
     }
 }
 
