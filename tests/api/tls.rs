@@ -369,3 +369,38 @@ fn an_unusable_crl_is_refused_at_start_up() {
         assert!(stderr.contains(&*path.to_string_lossy()), "{stderr}");
     }
 }
+
+/// One connection carries at most 256 concurrent streams: the 257th waits (the client queues
+/// it) until one of the others ends, then opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_carries_at_most_256_streams() {
+    let app = spawn_app().await;
+    app.create_carrier("contoso").await;
+    let client = app.carrier("contoso").await;
+    let watch = || {
+        let mut client = client.clone();
+        async move {
+            client
+                .watch_numbers(pb::WatchNumbersRequest::default())
+                .await
+                .expect("watch opens")
+                .into_inner()
+        }
+    };
+    let mut open = Vec::with_capacity(256);
+    for _ in 0..256 {
+        open.push(watch().await);
+    }
+    let mut next = tokio::spawn(watch());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut next)
+            .await
+            .is_err(),
+        "a 257th stream opened on the same connection"
+    );
+    drop(open.pop());
+    tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("the queued stream opens once another ends")
+        .expect("join");
+}
