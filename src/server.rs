@@ -193,6 +193,18 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// `error` and its chain of causes on one line, as the binary prints a fatal error.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        cause = e.source();
+    }
+    line
+}
+
 /// On every SIGHUP, rebuilds the TLS configuration from the settings' files (server
 /// certificate and key, client CA, CRL); new connections use the new set, open ones keep
 /// theirs. A set that does not load is refused with one log line and the old one stays.
@@ -215,7 +227,8 @@ fn spawn_tls_reload(settings: Settings, tls: ServerConfigCell) -> Option<JoinHan
                         tracing::info!("SIGHUP: TLS certificates, client CA and CRL reloaded");
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "SIGHUP: TLS reload refused; keeping the current set")
+                        let error = with_causes(&e);
+                        tracing::error!(%error, "SIGHUP: TLS reload refused; keeping the current set")
                     }
                 }
             }
