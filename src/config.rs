@@ -34,6 +34,9 @@ pub struct Settings {
     pub tls_key: PathBuf,
     /// CA that signs client certificates (PEM).
     pub client_ca: PathBuf,
+    /// Certificate revocation lists of the client CA (PEM, `certs revoke` writes one); a
+    /// revoked client certificate fails the handshake. None: no revocation checking.
+    pub client_crl: Option<PathBuf>,
     /// SPIFFE trust domain of client identities.
     pub trust_domain: String,
     /// Log format.
@@ -60,6 +63,12 @@ pub struct Settings {
     pub max_records_per_upload: u64,
     /// How long a client stream may go without a message, in seconds.
     pub upload_idle_timeout_secs: u64,
+    /// Seconds from accept to a finished TLS handshake; a slower connection is closed, so
+    /// idle or slow peers cannot hold sockets and handshake state.
+    pub tls_handshake_timeout_secs: u64,
+    /// Open connections (handshaking or established) per instance; past it a new connection
+    /// is closed at accept.
+    pub max_connections: usize,
 }
 
 impl Default for Settings {
@@ -71,6 +80,7 @@ impl Default for Settings {
             tls_cert: "certs/server.pem".into(),
             tls_key: "certs/server.key".into(),
             client_ca: "certs/ca.pem".into(),
+            client_crl: None,
             trust_domain: crate::pki::DEFAULT_TRUST_DOMAIN.into(),
             log_format: LogFormat::Text,
             shutdown_grace_secs: 10,
@@ -84,6 +94,8 @@ impl Default for Settings {
             max_message_bytes: 4 * 1024 * 1024,
             max_records_per_upload: 5_000_000,
             upload_idle_timeout_secs: 60,
+            tls_handshake_timeout_secs: 10,
+            max_connections: 10_000,
         }
     }
 }
@@ -119,6 +131,11 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<PathBuf>,
+    /// Client certificate revocation lists (PEM), e.g. the crl.pem written by `certs revoke`
+    /// [default: none].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_crl: Option<PathBuf>,
     /// SPIFFE trust domain [default: opconnect].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,6 +168,16 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_idle_timeout_secs: Option<u64>,
+    /// Seconds a new connection gets to finish its TLS handshake before it is closed
+    /// [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_timeout_secs: Option<u64>,
+    /// Open connections per instance; past it new connections are closed at accept
+    /// [default: 10000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// Every key of [`Settings`], as written in the TOML file and (upper-cased, `OPCONNECT_`
@@ -162,6 +189,7 @@ pub const SETTING_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "client_ca",
+    "client_crl",
     "trust_domain",
     "log_format",
     "shutdown_grace_secs",
@@ -175,6 +203,8 @@ pub const SETTING_KEYS: &[&str] = &[
     "max_message_bytes",
     "max_records_per_upload",
     "upload_idle_timeout_secs",
+    "tls_handshake_timeout_secs",
+    "max_connections",
 ];
 
 /// A configuration problem, stated in one line.

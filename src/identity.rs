@@ -1,8 +1,9 @@
 //! Who is calling: the SPIFFE identity in the client certificate, read once per request by
 //! [`IdentityLayer`], which also opens the request's tracing span.
 //!
-//! The TLS handshake already proved the certificate was signed by the client CA; this module
-//! only reads which identity it names. Whether a carrier is registered and active is checked
+//! The TLS handshake (`server::tls`) already proved the certificate was signed by the client
+//! CA and is not revoked, and put it in the request's [`PeerInfo`]; this module only reads
+//! which identity it names. Whether a carrier is registered and active is checked
 //! against the store by `api::Authorizer`.
 
 use std::fmt;
@@ -11,15 +12,15 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
+use rustls::pki_types::CertificateDer;
 use tonic::codegen::http;
-use tonic::transport::CertificateDer;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
+use crate::server::tls::PeerInfo;
 
 /// The identity a client certificate proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +40,17 @@ impl fmt::Display for Caller {
     }
 }
 
-/// Reads the caller from the leaf certificate's URI SANs. Exactly one SPIFFE URI of
-/// `trust_domain` must be present; anything else is refused with the reason why.
+/// The URI scheme of SPIFFE IDs. SPIFFE requires it in lower case; a URI whose scheme matches
+/// only case-insensitively still counts as a SPIFFE URI (so it cannot hide a second identity)
+/// but is refused.
+const SPIFFE_SCHEME: &str = "spiffe://";
+
+/// Reads the caller from the leaf certificate's URI SANs. Exactly one SPIFFE URI must be
+/// present (other URIs are ignored), and it must be exactly
+/// `spiffe://<trust_domain>/carrier/<id>` or `spiffe://<trust_domain>/platform/<name>`, compared
+/// byte for byte: no other trust domain (nor one that merely starts with `trust_domain`), no
+/// port, user info, query or fragment, no extra path segments, no percent-decoding, no case
+/// folding. Anything else is refused with the reason why.
 pub fn caller_from_certificate(leaf: &[u8], trust_domain: &str) -> Result<Caller, String> {
     let (_, cert) = X509Certificate::from_der(leaf)
         .map_err(|_| "the client certificate cannot be parsed".to_owned())?;
@@ -53,34 +63,65 @@ pub fn caller_from_certificate(leaf: &[u8], trust_domain: &str) -> Result<Caller
         .general_names
         .iter()
         .filter_map(|name| match name {
-            GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(*uri),
+            GeneralName::URI(uri) if is_spiffe_uri(uri) => Some(*uri),
             _ => None,
         })
         .collect();
     let [uri] = spiffe.as_slice() else {
         return Err("the client certificate must carry exactly one SPIFFE URI SAN".into());
     };
+    caller_from_spiffe_id(uri, trust_domain)
+}
+
+/// Whether `uri`'s scheme is `spiffe`, in any case.
+fn is_spiffe_uri(uri: &str) -> bool {
+    uri.get(..SPIFFE_SCHEME.len())
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(SPIFFE_SCHEME))
+}
+
+/// The caller a SPIFFE ID names; see [`caller_from_certificate`].
+fn caller_from_spiffe_id(uri: &str, trust_domain: &str) -> Result<Caller, String> {
     let rest = uri
-        .strip_prefix("spiffe://")
-        .and_then(|r| r.strip_prefix(trust_domain))
-        .and_then(|r| r.strip_prefix('/'))
-        .ok_or_else(|| format!("the SPIFFE identity is not in trust domain {trust_domain}"))?;
-    match rest.split_once('/') {
-        Some(("carrier", id)) => CarrierId::parse(id)
+        .strip_prefix(SPIFFE_SCHEME)
+        .ok_or("the SPIFFE ID's scheme must be lower-case spiffe://")?;
+    // The authority ends at the first '/': the whole of it must be the trust domain, so that
+    // `opconnect.evil` or `opconnect:443` is not taken for `opconnect`.
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority != trust_domain {
+        return Err(format!(
+            "the SPIFFE identity is not in trust domain {trust_domain}"
+        ));
+    }
+    let shape = || "the SPIFFE identity must be .../carrier/<id> or .../platform/<name>".to_owned();
+    let mut segments = path.split('/');
+    let (Some(kind), Some(name), None) = (segments.next(), segments.next(), segments.next()) else {
+        return Err(shape());
+    };
+    // CarrierId admits only a-z, 0-9 and '-': '%', '?', '#' and upper case never pass.
+    match kind {
+        "carrier" => CarrierId::parse(name)
             .map(Caller::Carrier)
             .map_err(|e| format!("carrier id in the SPIFFE identity {e}")),
-        Some(("platform", name)) if CarrierId::parse(name).is_ok() => {
-            Ok(Caller::Platform(name.to_owned()))
-        }
-        _ => Err("the SPIFFE identity must be .../carrier/<id> or .../platform/<name>".into()),
+        "platform" => CarrierId::parse(name)
+            .map(|_| Caller::Platform(name.to_owned()))
+            .map_err(|e| format!("platform name in the SPIFFE identity {e}")),
+        _ => Err(shape()),
     }
 }
 
+/// The client certificate of the connection a request came on.
 fn peer_leaf<B>(req: &http::Request<B>) -> Option<CertificateDer<'static>> {
     req.extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(TlsConnectInfo::peer_certs)
-        .and_then(|certs| certs.first().cloned())
+        .get::<PeerInfo>()
+        .and_then(PeerInfo::leaf_certificate)
+        .cloned()
+}
+
+/// The address of the client a request came from, for log lines.
+fn peer_addr<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
+    req.extensions()
+        .get::<PeerInfo>()
+        .map(PeerInfo::remote_addr)
 }
 
 /// Tower layer that reads the caller of every request, refuses requests without a usable
@@ -144,7 +185,8 @@ where
         let caller = match caller {
             Ok(caller) => caller,
             Err(why) => {
-                tracing::warn!(%method, %why, "refused: no usable identity");
+                let peer = peer_addr(&req).map(|addr| addr.to_string());
+                tracing::warn!(%method, %why, peer = peer.as_deref().unwrap_or("unknown"), "refused: no usable identity");
                 let status = tonic::Status::from(ApiError::identity_missing(why));
                 return Box::pin(async move { Ok(status.into_http()) });
             }
@@ -162,5 +204,154 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::CertificateAuthority;
+
+    const DOMAIN: &str = "opconnect";
+
+    /// The DER of a client certificate carrying `uris` as URI SANs.
+    fn leaf_with(uris: &[&str]) -> Vec<u8> {
+        let ca = CertificateAuthority::generate("identity test CA").unwrap();
+        let uris: Vec<String> = uris.iter().map(|u| (*u).to_owned()).collect();
+        let issued = ca.issue_client_with_uris("test", &uris).unwrap();
+        x509_parser::pem::parse_x509_pem(issued.cert_pem.as_bytes())
+            .unwrap()
+            .1
+            .contents
+    }
+
+    fn caller(uris: &[&str]) -> Result<Caller, String> {
+        caller_from_certificate(&leaf_with(uris), DOMAIN)
+    }
+
+    fn carrier(id: &str) -> Caller {
+        Caller::Carrier(CarrierId::parse(id).unwrap())
+    }
+
+    /// The two documented shapes are read as carrier and platform callers.
+    #[test]
+    fn carrier_and_platform_identities() {
+        assert_eq!(
+            caller(&["spiffe://opconnect/carrier/contoso"]),
+            Ok(carrier("contoso"))
+        );
+        assert_eq!(
+            caller(&["spiffe://opconnect/platform/ops"]),
+            Ok(Caller::Platform("ops".into()))
+        );
+    }
+
+    /// Two SPIFFE URIs are ambiguous and refused, also when one differs only in the case of
+    /// its scheme; a SPIFFE URI beside an https URI is accepted.
+    #[test]
+    fn several_uri_sans() {
+        assert!(
+            caller(&[
+                "spiffe://opconnect/carrier/contoso",
+                "spiffe://opconnect/platform/ops"
+            ])
+            .is_err()
+        );
+        assert!(
+            caller(&[
+                "SPIFFE://opconnect/platform/ops",
+                "spiffe://opconnect/carrier/contoso"
+            ])
+            .is_err()
+        );
+        assert_eq!(
+            caller(&[
+                "https://contoso.example/",
+                "spiffe://opconnect/carrier/contoso"
+            ]),
+            Ok(carrier("contoso"))
+        );
+        assert!(caller(&["https://contoso.example/"]).is_err());
+        assert!(caller(&[]).is_err());
+    }
+
+    /// The path is exactly two segments: no extra, empty or trailing ones.
+    #[test]
+    fn extra_path_segments_are_refused() {
+        for uri in [
+            "spiffe://opconnect/carrier/a/b",
+            "spiffe://opconnect/carrier/contoso/",
+            "spiffe://opconnect/carrier//contoso",
+            "spiffe://opconnect//carrier/contoso",
+            "spiffe://opconnect/carrier",
+            "spiffe://opconnect/carrier/",
+            "spiffe://opconnect",
+            "spiffe://opconnect/",
+            "spiffe://opconnect/platform/ops/admin",
+            "spiffe://opconnect/robot/contoso",
+        ] {
+            assert!(caller(&[uri]).is_err(), "{uri}");
+        }
+    }
+
+    /// Percent-encoded names are not decoded, and so never match an id.
+    #[test]
+    fn percent_encoding_is_refused() {
+        for uri in [
+            "spiffe://opconnect/carrier/con%74oso",
+            "spiffe://opconnect/%63arrier/contoso",
+            "spiffe://opconnect/carrier/contoso%2Fother",
+            "spiffe://op%63onnect/carrier/contoso",
+        ] {
+            assert!(caller(&[uri]).is_err(), "{uri}");
+        }
+    }
+
+    /// Nothing is case-folded: trust domain, kind, name and scheme must be lower case.
+    #[test]
+    fn upper_case_is_refused() {
+        for uri in [
+            "spiffe://OPCONNECT/carrier/x1",
+            "spiffe://Opconnect/carrier/x1",
+            "spiffe://opconnect/Carrier/x1",
+            "spiffe://opconnect/PLATFORM/ops",
+            "spiffe://opconnect/carrier/Contoso",
+            "SPIFFE://opconnect/carrier/contoso",
+            "Spiffe://opconnect/carrier/contoso",
+        ] {
+            assert!(caller(&[uri]).is_err(), "{uri}");
+        }
+    }
+
+    /// Only the configured trust domain, whole: not another, not one it is a prefix of, not
+    /// one that is a prefix of it, not with a port, user info, query or fragment.
+    #[test]
+    fn trust_domain_must_match_exactly() {
+        for uri in [
+            "spiffe://elsewhere/carrier/contoso",
+            "spiffe://opconnect.evil/carrier/contoso",
+            "spiffe://opconnectevil/carrier/contoso",
+            "spiffe://opconnect-evil/carrier/contoso",
+            "spiffe://opconnec/carrier/contoso",
+            "spiffe://opconnect:443/carrier/contoso",
+            "spiffe://user@opconnect/carrier/contoso",
+            "spiffe://evil/opconnect/carrier/contoso",
+            "spiffe:///carrier/contoso",
+            "spiffe://opconnect/carrier/contoso?x=1",
+            "spiffe://opconnect/carrier/contoso#f",
+        ] {
+            assert!(caller(&[uri]).is_err(), "{uri}");
+        }
+        let leaf = leaf_with(&["spiffe://opconnect.evil/carrier/contoso"]);
+        assert_eq!(
+            caller_from_certificate(&leaf, "opconnect.evil"),
+            Ok(carrier("contoso"))
+        );
+    }
+
+    /// A certificate that is not DER is refused, not a panic.
+    #[test]
+    fn garbage_is_refused() {
+        assert!(caller_from_certificate(b"not a certificate", DOMAIN).is_err());
     }
 }

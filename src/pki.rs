@@ -14,14 +14,17 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::string::{Ia5String, PrintableString};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData,
-    SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PublicKeyData, RevokedCertParams, SanType, SerialNumber,
 };
+use time::OffsetDateTime;
 use x509_parser::asn1_rs::Tag;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::pem::parse_x509_pem;
+use x509_parser::prelude::FromDer;
+use x509_parser::revocation_list::CertificateRevocationList;
 use x509_parser::x509::X509Name;
 
 /// Trust domain used in SPIFFE URIs when none is configured.
@@ -60,6 +63,16 @@ const SERVER_FILE_STEM: &str = "server";
 
 /// Mode of private key files: readable by their owner only.
 const PRIVATE_KEY_MODE: u32 = 0o600;
+
+/// Mode of certificates and CRLs: public, but written by their owner only.
+const PUBLIC_FILE_MODE: u32 = 0o644;
+
+/// File name of the certificate revocation list in a certificate directory.
+pub const CRL_FILE_NAME: &str = "crl.pem";
+
+/// The nextUpdate a CRL states. opconnect does not enforce it (an old CRL keeps working until
+/// it is replaced); it is there because RFC 5280 requires it and other verifiers read it.
+const CRL_VALIDITY: Duration = DAY.saturating_mul(365);
 
 /// An error while issuing, loading or writing certificates.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +120,18 @@ pub enum PkiError {
         #[source]
         source: Box<PkiError>,
     },
+    /// A file to be written is a symbolic link (possibly planted to redirect a private key).
+    #[error("{0} is a symbolic link; refusing to write through it")]
+    Symlink(PathBuf),
+    /// A path to be written exists and is not a regular file.
+    #[error("{0} exists and is not a regular file; refusing to replace it")]
+    NotAFile(PathBuf),
+    /// A certificate or CRL file cannot be parsed.
+    #[error("cannot parse {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    /// A certificate or CRL in the directory was not issued by its CA.
+    #[error("{0} was not issued by the CA in this directory")]
+    ForeignIssuer(PathBuf),
     /// rcgen could not generate a key or certificate (for example a non-ASCII name).
     #[error("certificate generation failed")]
     Rcgen(#[from] rcgen::Error),
@@ -150,6 +175,10 @@ impl Subject {
     }
 }
 
+/// A revoked certificate in a CRL: its serial number (the DER INTEGER's content bytes) and
+/// when it was revoked.
+pub type RevokedSerial = (Vec<u8>, OffsetDateTime);
+
 /// A PEM certificate and its PEM private key.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -169,6 +198,8 @@ pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
     /// When the CA certificate expires: issued certificates never outlive it.
     not_after: SystemTime,
+    /// How the CA's key identifier is made: a CRL names its CA by the same identifier.
+    key_identifier_method: KeyIdMethod,
 }
 
 // === impl CertificateAuthority ===
@@ -191,6 +222,7 @@ impl CertificateAuthority {
         let cert = params.self_signed(&key)?;
         Ok(Self {
             cert_pem: cert.pem(),
+            key_identifier_method: params.key_identifier_method.clone(),
             issuer: Issuer::new(params, key),
             not_after,
         })
@@ -234,6 +266,7 @@ impl CertificateAuthority {
 
         Ok(Self {
             cert_pem: cert_pem.to_owned(),
+            key_identifier_method: params.key_identifier_method.clone(),
             issuer: Issuer::new(params, key),
             not_after,
         })
@@ -287,6 +320,40 @@ impl CertificateAuthority {
             .collect::<Result<_, rcgen::Error>>()?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(&params)
+    }
+
+    /// A CRL signed by this CA, PEM encoded, listing `revoked` (serial and revocation time),
+    /// with CRL number `number` (big-endian, unsigned), valid from now.
+    pub fn revocation_list(
+        &self,
+        revoked: &[RevokedSerial],
+        number: &[u8],
+    ) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + CRL_VALIDITY,
+            crl_number: SerialNumber::from_slice(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|(serial, at)| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: *at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: self.key_identifier_method.clone(),
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
+    /// The CA certificate, DER encoded.
+    fn cert_der(&self) -> Result<Vec<u8>, PkiError> {
+        let (_, pem) = parse_x509_pem(self.cert_pem.as_bytes())
+            .map_err(|e| PkiError::InvalidCa(format!("cannot parse the certificate PEM: {e}")))?;
+        Ok(pem.contents)
     }
 
     /// Parameters shared by server and client certificates.
@@ -533,6 +600,11 @@ pub fn init(
         path: dir.to_owned(),
         source,
     })?;
+    for (stem, _) in &bundle {
+        let (cert_path, key_path) = issued_paths(dir, stem);
+        refuse_unsafe_target(&cert_path)?;
+        refuse_unsafe_target(&key_path)?;
+    }
     let mut written = Vec::with_capacity(bundle.len() * 2);
     for (stem, issued) in &bundle {
         let (cert_path, key_path) = write_issued(dir, stem, issued)?;
@@ -572,33 +644,212 @@ fn read(path: &Path) -> Result<String, PkiError> {
     })
 }
 
-/// Writes `<stem>.pem` and `<stem>.key` into `dir`.
+/// `certs revoke`: adds the certificate `dir/<file_stem>.pem` to the CA's revocation list
+/// `dir/crl.pem` (created when missing), keeping every serial already listed and raising the
+/// CRL number by one. The certificate and an existing CRL must have been issued by the CA in
+/// `dir`. A serial already listed keeps its first revocation time. Returns the CRL's path.
+pub fn revoke(dir: &Path, subject: &Subject) -> Result<PathBuf, PkiError> {
+    validate_identity_name(subject.name())?;
+    let ca = load_ca(dir).map_err(|source| PkiError::LoadCa {
+        dir: dir.to_owned(),
+        source: Box::new(source),
+    })?;
+    let ca_der = ca.cert_der()?;
+    let (_, ca_cert) = X509Certificate::from_der(&ca_der)
+        .map_err(|e| PkiError::InvalidCa(format!("cannot parse the certificate: {e}")))?;
+    let crl_path = dir.join(CRL_FILE_NAME);
+    refuse_unsafe_target(&crl_path)?;
+
+    let cert_path = dir.join(format!("{}.pem", subject.file_stem()));
+    let serial = certificate_serial(&cert_path, &ca_cert)?;
+    let CrlContents {
+        mut revoked,
+        number,
+    } = match fs::symlink_metadata(&crl_path) {
+        Ok(_) => crl_contents(&crl_path, &ca_cert)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => CrlContents {
+            revoked: Vec::new(),
+            number: vec![0],
+        },
+        Err(source) => {
+            return Err(PkiError::Read {
+                path: crl_path,
+                source,
+            });
+        }
+    };
+    if !revoked
+        .iter()
+        .any(|(listed, _)| unsigned(listed) == unsigned(&serial))
+    {
+        revoked.push((serial, OffsetDateTime::now_utc()));
+    }
+    let crl = ca.revocation_list(&revoked, &increment(&number))?;
+    write_file(&crl_path, &crl, PUBLIC_FILE_MODE)?;
+    Ok(crl_path)
+}
+
+/// The serial number of the certificate in `path`, which `ca` must have issued (by name and
+/// signature: two CAs made by `certs init` have the same name).
+fn certificate_serial(path: &Path, ca: &X509Certificate<'_>) -> Result<Vec<u8>, PkiError> {
+    let pem = read(path)?;
+    let parse_error = |reason: String| PkiError::Parse {
+        path: path.to_owned(),
+        reason,
+    };
+    let (_, pem) = parse_x509_pem(pem.as_bytes()).map_err(|e| parse_error(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| parse_error(e.to_string()))?;
+    let signed_by_ca = cert.issuer().as_raw() == ca.subject().as_raw()
+        && cert.verify_signature(Some(ca.public_key())).is_ok();
+    if !signed_by_ca {
+        return Err(PkiError::ForeignIssuer(path.to_owned()));
+    }
+    Ok(cert.raw_serial().to_vec())
+}
+
+/// What `revoke` keeps of an existing CRL.
+struct CrlContents {
+    revoked: Vec<RevokedSerial>,
+    /// The CRL number, big-endian unsigned.
+    number: Vec<u8>,
+}
+
+/// The revoked serials and the CRL number of the CRL in `path`, which `ca` must have issued
+/// (name and signature). A CRL without a number counts as number 0.
+fn crl_contents(path: &Path, ca: &X509Certificate<'_>) -> Result<CrlContents, PkiError> {
+    let pem = read(path)?;
+    let parse_error = |reason: String| PkiError::Parse {
+        path: path.to_owned(),
+        reason,
+    };
+    let (_, pem) = parse_x509_pem(pem.as_bytes()).map_err(|e| parse_error(e.to_string()))?;
+    let (_, crl) = CertificateRevocationList::from_der(&pem.contents)
+        .map_err(|e| parse_error(e.to_string()))?;
+    let signed_by_ca = crl.issuer().as_raw() == ca.subject().as_raw()
+        && crl.verify_signature(ca.public_key()).is_ok();
+    if !signed_by_ca {
+        return Err(PkiError::ForeignIssuer(path.to_owned()));
+    }
+    let revoked = crl
+        .iter_revoked_certificates()
+        .map(|entry| {
+            (
+                entry.raw_serial().to_vec(),
+                entry.revocation_date.to_datetime(),
+            )
+        })
+        .collect();
+    let number = crl
+        .crl_number()
+        .map_or_else(|| vec![0], |n| n.to_bytes_be());
+    Ok(CrlContents { revoked, number })
+}
+
+/// A DER INTEGER's content without the leading zero bytes that keep it positive, so that two
+/// encodings of one serial compare equal.
+fn unsigned(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+/// The big-endian unsigned number one higher than `number`.
+fn increment(number: &[u8]) -> Vec<u8> {
+    let mut out = number.to_vec();
+    for byte in out.iter_mut().rev() {
+        let (sum, carry) = byte.overflowing_add(1);
+        *byte = sum;
+        if !carry {
+            return out;
+        }
+    }
+    out.insert(0, 1);
+    out
+}
+
+/// Paths of `<stem>.pem` and `<stem>.key` in `dir`.
+fn issued_paths(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    )
+}
+
+/// Writes `<stem>.pem` and `<stem>.key` into `dir`, checking both targets before writing
+/// either, so a refused key leaves no new certificate behind.
 fn write_issued(dir: &Path, stem: &str, issued: &Issued) -> Result<(PathBuf, PathBuf), PkiError> {
-    let cert_path = dir.join(format!("{stem}.pem"));
-    fs::write(&cert_path, &issued.cert_pem).map_err(|source| PkiError::Write {
-        path: cert_path.clone(),
-        source,
-    })?;
-    let key_path = dir.join(format!("{stem}.key"));
-    write_private(&key_path, &issued.key_pem).map_err(|source| PkiError::Write {
-        path: key_path.clone(),
-        source,
-    })?;
+    let (cert_path, key_path) = issued_paths(dir, stem);
+    refuse_unsafe_target(&cert_path)?;
+    refuse_unsafe_target(&key_path)?;
+    write_file(&cert_path, &issued.cert_pem, PUBLIC_FILE_MODE)?;
+    write_file(&key_path, &issued.key_pem, PRIVATE_KEY_MODE)?;
     Ok((cert_path, key_path))
 }
 
-/// Writes a private key readable by its owner only, also when replacing an existing file (whose
-/// mode `OpenOptions::mode` would leave as it was).
-fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+/// Refuses a target that is a symbolic link (whose target an attacker chose) or anything but
+/// a regular file; a missing one is fine.
+fn refuse_unsafe_target(path: &Path) -> Result<(), PkiError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(PkiError::Symlink(path.to_owned())),
+        Ok(meta) if !meta.is_file() => Err(PkiError::NotAFile(path.to_owned())),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(PkiError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Writes `contents` to `path` with `mode` without ever following a symbolic link: a target
+/// that is one is refused; the data goes to a new file in the same directory (created with
+/// `O_CREAT | O_EXCL`, which fails on an existing name, link or not) with its final mode from
+/// the start, which then replaces `path` by `rename` (which replaces a name, never writes
+/// through one). Readers see the old file or the new one, never a partial one.
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+    refuse_unsafe_target(path)?;
+    let write_error = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(PkiError::NotAFile(path.to_owned()));
+    };
+    let temporary = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    // Left over from an interrupted run; `remove_file` removes a link, not its target.
+    match fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(write_error(source)),
+    }
+    let written = replace_with_new_file(&temporary, path, contents, mode);
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    written.map_err(write_error)
+}
+
+/// Creates `temporary` (which must not exist), fills it and renames it to `path`.
+fn replace_with_new_file(
+    temporary: &Path,
+    path: &Path,
+    contents: &str,
+    mode: u32,
+) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(PRIVATE_KEY_MODE)
-        .open(path)?;
-    file.set_permissions(Permissions::from_mode(PRIVATE_KEY_MODE))?;
+        .create_new(true)
+        .mode(mode)
+        .open(temporary)?;
+    // The umask may have narrowed the mode; make it exactly `mode`.
+    file.set_permissions(Permissions::from_mode(mode))?;
     file.write_all(contents.as_bytes())?;
-    file.sync_all()
+    file.sync_all()?;
+    fs::rename(temporary, path)?;
+    // Makes the rename itself durable.
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
+        _ => fs::File::open(".")?.sync_all(),
+    }
 }
 
 #[cfg(test)]
@@ -981,5 +1232,189 @@ mod tests {
         assert!(matches!(result, Err(PkiError::InvalidName { .. })));
         assert!(!tmp.path().join("ca.key").exists());
         Ok(())
+    }
+
+    /// Verifies `cert_pem` against the CA with the CRL in `crl_pem`, as the server does.
+    fn verify_client_with_crl(
+        ca: &CertificateAuthority,
+        cert_pem: &str,
+        crl_pem: &str,
+    ) -> TestResult {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let crl = parse_x509_pem(crl_pem.as_bytes())?.1.contents;
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider)
+            .with_crls([rustls::pki_types::CertificateRevocationListDer::from(crl)])
+            .build()?;
+        verifier.verify_client_cert(&CertificateDer::from(der(cert_pem)?), &[], UnixTime::now())?;
+        Ok(())
+    }
+
+    /// How many serials the CRL in `path` lists, and its number.
+    fn crl_summary(path: &Path) -> Result<(usize, Vec<u8>), Box<dyn Error>> {
+        let pem = read(path)?;
+        let contents = parse_x509_pem(pem.as_bytes())?.1.contents;
+        let (_, crl) = CertificateRevocationList::from_der(&contents)?;
+        let number = crl.crl_number().ok_or("no CRL number")?.to_bytes_be();
+        Ok((crl.iter_revoked_certificates().count(), number))
+    }
+
+    /// `revoke` writes a CRL that makes rustls refuse the revoked certificate and only it; a
+    /// second revocation keeps the first serial and raises the CRL number.
+    #[test]
+    fn revoke_writes_and_extends_the_crl() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path();
+        let ops = Subject::Platform("ops".into());
+        init(
+            dir,
+            DEFAULT_TRUST_DOMAIN,
+            &[],
+            &[ops.clone(), carrier("contoso"), carrier("fabrikam")],
+            false,
+            false,
+        )?;
+        let ca = CertificateAuthority::from_pem(
+            &read(&dir.join("ca.pem"))?,
+            &read(&dir.join("ca.key"))?,
+        )?;
+        let cert = |stem: &str| read(&dir.join(format!("{stem}.pem")));
+
+        let crl_path = revoke(dir, &ops)?;
+        assert_eq!(crl_path, dir.join(CRL_FILE_NAME));
+        assert_eq!(mode(&crl_path)?, 0o644);
+        let crl = read(&crl_path)?;
+        assert!(verify_client_with_crl(&ca, &cert("platform-ops")?, &crl).is_err());
+        verify_client_with_crl(&ca, &cert("carrier-contoso")?, &crl)?;
+        assert_eq!(crl_summary(&crl_path)?, (1, vec![1]));
+
+        revoke(dir, &carrier("contoso"))?;
+        let crl = read(&crl_path)?;
+        assert!(verify_client_with_crl(&ca, &cert("platform-ops")?, &crl).is_err());
+        assert!(verify_client_with_crl(&ca, &cert("carrier-contoso")?, &crl).is_err());
+        verify_client_with_crl(&ca, &cert("carrier-fabrikam")?, &crl)?;
+        assert_eq!(crl_summary(&crl_path)?, (2, vec![2]));
+
+        // Revoking again lists the serial once.
+        revoke(dir, &carrier("contoso"))?;
+        assert_eq!(crl_summary(&crl_path)?.0, 2);
+
+        // A reissued certificate has a new serial and is not revoked.
+        issue(dir, DEFAULT_TRUST_DOMAIN, &carrier("contoso"))?;
+        verify_client_with_crl(&ca, &cert("carrier-contoso")?, &read(&crl_path)?)?;
+        Ok(())
+    }
+
+    /// `revoke` refuses an identity without a certificate and a CRL of another CA.
+    #[test]
+    fn revoke_refuses_missing_and_foreign_files() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path();
+        init(
+            dir,
+            DEFAULT_TRUST_DOMAIN,
+            &[],
+            &[carrier("contoso")],
+            false,
+            false,
+        )?;
+        let missing = revoke(dir, &carrier("globex"));
+        assert!(matches!(missing, Err(PkiError::Read { .. })), "{missing:?}");
+
+        let other = tempfile::tempdir()?;
+        init(
+            other.path(),
+            DEFAULT_TRUST_DOMAIN,
+            &[],
+            &[carrier("contoso")],
+            false,
+            false,
+        )?;
+        revoke(other.path(), &carrier("contoso"))?;
+        fs::copy(other.path().join(CRL_FILE_NAME), dir.join(CRL_FILE_NAME))?;
+        let foreign = revoke(dir, &carrier("contoso"));
+        assert!(
+            matches!(foreign, Err(PkiError::ForeignIssuer(_))),
+            "{foreign:?}"
+        );
+        Ok(())
+    }
+
+    /// No writer follows a symbolic link: `issue`, `init` and `revoke` refuse, write nothing
+    /// through it and leave no new file beside it.
+    #[test]
+    fn symlinks_are_never_written_through() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("pki");
+        init(&dir, DEFAULT_TRUST_DOMAIN, &[], &[], false, false)?;
+        let target = tmp.path().join("stolen");
+        fs::write(&target, "untouched")?;
+
+        std::os::unix::fs::symlink(&target, dir.join("carrier-contoso.key"))?;
+        let refused = issue(&dir, DEFAULT_TRUST_DOMAIN, &carrier("contoso"));
+        assert!(matches!(refused, Err(PkiError::Symlink(_))), "{refused:?}");
+        assert!(!dir.join("carrier-contoso.pem").exists());
+
+        let ca_key = read(&dir.join("ca.key"))?;
+        fs::remove_file(dir.join("server.pem"))?;
+        std::os::unix::fs::symlink(&target, dir.join("server.pem"))?;
+        let refused = init(&dir, DEFAULT_TRUST_DOMAIN, &[], &[], false, true);
+        assert!(matches!(refused, Err(PkiError::Symlink(_))), "{refused:?}");
+        assert_eq!(
+            read(&dir.join("ca.key"))?,
+            ca_key,
+            "init wrote before refusing"
+        );
+
+        fs::remove_file(dir.join("carrier-contoso.key"))?;
+        issue(&dir, DEFAULT_TRUST_DOMAIN, &carrier("contoso"))?;
+        std::os::unix::fs::symlink(&target, dir.join(CRL_FILE_NAME))?;
+        let refused = revoke(&dir, &carrier("contoso"));
+        assert!(matches!(refused, Err(PkiError::Symlink(_))), "{refused:?}");
+
+        assert_eq!(fs::read_to_string(&target)?, "untouched");
+        assert!(
+            fs::symlink_metadata(dir.join("server.pem"))?
+                .file_type()
+                .is_symlink()
+        );
+        Ok(())
+    }
+
+    /// Replacing an existing key keeps mode 0600 and leaves no temporary file.
+    #[test]
+    fn rewritten_files_have_their_mode_and_no_leftovers() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path();
+        init(
+            dir,
+            DEFAULT_TRUST_DOMAIN,
+            &[],
+            &[carrier("contoso")],
+            false,
+            false,
+        )?;
+        fs::set_permissions(
+            dir.join("carrier-contoso.key"),
+            Permissions::from_mode(0o666),
+        )?;
+        issue(dir, DEFAULT_TRUST_DOMAIN, &carrier("contoso"))?;
+        assert_eq!(mode(&dir.join("carrier-contoso.key"))?, 0o600);
+        assert_eq!(mode(&dir.join("carrier-contoso.pem"))?, 0o644);
+        let leftovers: Vec<_> = fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        Ok(())
+    }
+
+    /// CRL numbers count up across byte boundaries; serials compare without sign padding.
+    #[test]
+    fn crl_number_arithmetic() {
+        assert_eq!(increment(&[0]), [1]);
+        assert_eq!(increment(&[0x7f]), [0x80]);
+        assert_eq!(increment(&[0xff]), [1, 0]);
+        assert_eq!(increment(&[1, 0xff, 0xff]), [2, 0, 0]);
+        assert_eq!(unsigned(&[0, 0x80, 1]), unsigned(&[0x80, 1]));
     }
 }

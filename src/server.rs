@@ -1,18 +1,19 @@
-//! Wiring: TLS, identity layer, services, health, reflection, retention, graceful shutdown.
+//! Wiring: TLS (our accept loop, `tls`), identity layer, services, health, reflection,
+//! retention, graceful shutdown.
 //!
 //! [`App::build`] binds the listener and opens the store, so callers (and tests, with port 0)
 //! learn the address before serving; [`App::run_until`] serves until a shutdown future resolves.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::api::assignment::AssignmentApi;
 use crate::api::durations::CallDurationApi;
@@ -29,11 +30,32 @@ use crate::pb::v1::platform_service_server::PlatformServiceServer;
 use crate::retention::{self, RetentionPolicy};
 use crate::store::{Store, StoreOptions};
 
+pub(crate) mod tls;
+
+use tls::{ConnectionLimits, ServerConfigCell};
+
+/// HTTP/2 PING interval on an idle connection, and how long the answer may take before the
+/// connection is closed.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams one client may have open on one connection (tonic leaves it unlimited). Watchers
+/// that need more open more connections.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Streams a connection may make the server reset for protocol errors before it is closed:
+/// hyper's own default, which tonic switches off.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 /// Why the server could not start or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// A TLS file is missing or unreadable.
-    #[error("cannot read {what} {path}: {source}")]
+    /// A setting is out of its range (a malformed trust domain, a zero limit).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A TLS file is missing or unreadable. (The cause is the error's source, which the
+    /// binary prints after the message; repeating it here would print it twice.)
+    #[error("cannot read {what} {path}")]
     TlsFile {
         /// Which file.
         what: &'static str,
@@ -46,15 +68,15 @@ pub enum ServerError {
     #[error("TLS configuration: {0}")]
     Tls(String),
     /// The database could not be opened or migrated.
-    #[error("database {url}: {source}")]
+    #[error("database {url}: {detail}")]
     Store {
         /// The URL without credentials.
         url: String,
-        /// The cause.
-        source: crate::store::StoreError,
+        /// The cause, with any password of the URL masked.
+        detail: String,
     },
-    /// The listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The listener could not be bound (the cause is the source, as for `TlsFile`).
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -72,49 +94,97 @@ pub enum ServerError {
 /// A bound, ready-to-serve gateway.
 pub struct App {
     listener: TcpListener,
-    tls: ServerTlsConfig,
+    /// The rustls configuration of new connections (swapped by a SIGHUP reload).
+    tls: ServerConfigCell,
     store: Store,
     settings: Settings,
     metrics: Arc<StreamMetrics>,
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ServerError> {
-    std::fs::read(path).map_err(|source| ServerError::TlsFile {
-        what,
-        path: path.display().to_string(),
-        source,
-    })
-}
+/// Mask for passwords in messages.
+const MASK: &str = "***";
 
-/// The URL with any password replaced, for messages.
+/// The URL with its passwords masked, for logs and messages: the one in the user info
+/// (`user:pass@host`) and any query parameter named `password` or ending in `password`
+/// (`?password=...`, `&sslpassword=...`).
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+            let userinfo = &base[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:{MASK}{}", &base[..scheme + 3], &base[at..]),
+                None => base.to_owned(),
+            }
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.to_ascii_lowercase().ends_with("password") => {
+                    format!("{key}={MASK}")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
-/// Warns when the client CA is the committed development CA.
-fn warn_if_development_ca(ca_pem: &[u8]) {
-    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(ca_pem) else {
-        return;
-    };
-    let Ok(cert) = pem.parse_x509() else {
-        return;
-    };
-    let is_dev = cert
-        .subject()
-        .iter_common_name()
-        .any(|cn| cn.as_str() == Ok(crate::pki::DEV_CA_COMMON_NAME));
-    if is_dev {
-        tracing::warn!(
-            "running on the DEVELOPMENT CA from certs/: its private key is public; never use it in production"
-        );
+/// `text` with every password of `url` masked: for causes that might quote the URL.
+fn scrub(text: &str, url: &str) -> String {
+    let mut text = text.to_owned();
+    for secret in url_passwords(url) {
+        text = text.replace(secret, MASK);
     }
+    text
+}
+
+/// The passwords `redact` masks in `url`.
+fn url_passwords(url: &str) -> Vec<&str> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let userinfo_password = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            base[scheme + 3..at].split_once(':').map(|(_, pass)| pass)
+        }
+        _ => None,
+    };
+    let query_passwords = query.split('&').filter_map(|param| {
+        param
+            .split_once('=')
+            .filter(|(key, _)| key.to_ascii_lowercase().ends_with("password"))
+            .map(|(_, value)| value)
+    });
+    userinfo_password
+        .into_iter()
+        .chain(query_passwords)
+        .filter(|secret| !secret.is_empty())
+        .collect()
+}
+
+/// Checks the settings that no later step validates, so that a bad value is one line at
+/// start-up instead of a server that can never authenticate anyone.
+fn validate(settings: &Settings) -> Result<(), ServerError> {
+    crate::pki::validate_trust_domain(&settings.trust_domain)
+        .map_err(|e| ServerError::Config(format!("--trust-domain: {e}")))?;
+    if settings.tls_handshake_timeout_secs == 0 {
+        return Err(ServerError::Config(
+            "--tls-handshake-timeout-secs must be at least 1".into(),
+        ));
+    }
+    if settings.max_connections == 0 {
+        return Err(ServerError::Config(
+            "--max-connections must be at least 1".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Installs ring as rustls's process-wide crypto provider (two providers in the tree would
@@ -123,17 +193,60 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// `error` and its chain of causes on one line, as the binary prints a fatal error.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        cause = e.source();
+    }
+    line
+}
+
+/// On every SIGHUP, rebuilds the TLS configuration from the settings' files (server
+/// certificate and key, client CA, CRL); new connections use the new set, open ones keep
+/// theirs. A set that does not load is refused with one log line and the old one stays.
+fn spawn_tls_reload(settings: Settings, tls: ServerConfigCell) -> Option<JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS reload disabled");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match tls::server_config(&settings) {
+                    Ok(config) => {
+                        tls.replace(config);
+                        tracing::info!("SIGHUP: TLS certificates, client CA and CRL reloaded");
+                    }
+                    Err(e) => {
+                        let error = with_causes(&e);
+                        tracing::error!(%error, "SIGHUP: TLS reload refused; keeping the current set")
+                    }
+                }
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (settings, tls);
+        None
+    }
+}
+
 impl App {
     /// Loads TLS material, opens and migrates the store, and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, ServerError> {
+        validate(&settings)?;
         install_crypto_provider();
-        let cert = read("server certificate", &settings.tls_cert)?;
-        let key = read("server key", &settings.tls_key)?;
-        let ca = read("client CA", &settings.client_ca)?;
-        warn_if_development_ca(&ca);
-        let tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert, key))
-            .client_ca_root(Certificate::from_pem(ca));
+        let tls = ServerConfigCell::new(tls::server_config(&settings)?);
         let store = Store::open(&StoreOptions {
             url: settings.database_url.clone(),
             max_connections: settings.database_max_connections,
@@ -142,7 +255,7 @@ impl App {
         .await
         .map_err(|source| ServerError::Store {
             url: redact(&settings.database_url),
-            source,
+            detail: scrub(&source.to_string(), &settings.database_url),
         })?;
         let listener =
             TcpListener::bind(settings.listen)
@@ -258,10 +371,15 @@ impl App {
                 .await;
             stopping.cancel();
         };
+        let reload = spawn_tls_reload(settings.clone(), tls.clone());
+        let (incoming, accepting) =
+            tls::incoming(listener, tls, ConnectionLimits::from_settings(&settings));
+        // No `.tls_config`: `incoming` yields connections whose handshake is already done.
         let serve = Server::builder()
-            .tls_config(tls)?
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+            .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
             .layer(IdentityLayer::new(&settings.trust_domain))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -306,7 +424,7 @@ impl App {
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
             )
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+            .serve_with_incoming_shutdown(incoming.map(Ok::<_, std::io::Error>), signal);
         tokio::pin!(serve);
         let result = tokio::select! {
             result = &mut serve => result.map_err(ServerError::from),
@@ -316,6 +434,10 @@ impl App {
             }
         };
         streams_end.cancel();
+        accepting.abort();
+        if let Some(task) = reload {
+            task.abort();
+        }
         purges.abort();
         if let Some(task) = change_listener {
             task.abort();
@@ -349,5 +471,74 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passwords are masked in the user info and in password query parameters, and nothing
+    /// else changes.
+    #[test]
+    fn redact_masks_every_password() {
+        let cases = [
+            (
+                "postgres://opconnect:secret@db.internal:5432/opconnect",
+                "postgres://opconnect:***@db.internal:5432/opconnect",
+            ),
+            (
+                "postgres://db.internal/opconnect?user=opconnect&password=secret",
+                "postgres://db.internal/opconnect?user=opconnect&password=***",
+            ),
+            (
+                "postgres://db.internal/opconnect?password=secret&sslmode=require",
+                "postgres://db.internal/opconnect?password=***&sslmode=require",
+            ),
+            (
+                "postgres://u:p%40ss@db/x?sslpassword=key&PASSWORD=again",
+                "postgres://u:***@db/x?sslpassword=***&PASSWORD=***",
+            ),
+            (
+                "postgres://opconnect@db.internal/opconnect",
+                "postgres://opconnect@db.internal/opconnect",
+            ),
+            (
+                "sqlite://opconnect.db?mode=rwc",
+                "sqlite://opconnect.db?mode=rwc",
+            ),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact(url), redacted, "{url}");
+        }
+    }
+
+    /// A cause that quotes the URL loses its passwords too.
+    #[test]
+    fn scrub_masks_passwords_in_causes() {
+        let url = "postgres://u:hunter2@db/x?password=swordfish";
+        let cause = format!("cannot connect to {url}: refused");
+        let scrubbed = scrub(&cause, url);
+        assert!(!scrubbed.contains("hunter2"), "{scrubbed}");
+        assert!(!scrubbed.contains("swordfish"), "{scrubbed}");
+        assert_eq!(scrub("no secret here", url), "no secret here");
+    }
+
+    /// A malformed trust domain and zero limits are refused at start-up.
+    #[test]
+    fn settings_are_validated() {
+        let mut settings = Settings::default();
+        assert!(validate(&settings).is_ok());
+        for bad in ["Bad Domain", "", "OPCONNECT", "a/b", &"a".repeat(256)] {
+            settings.trust_domain = bad.to_owned();
+            let err = validate(&settings).unwrap_err().to_string();
+            assert!(err.contains("--trust-domain"), "{err}");
+        }
+        settings.trust_domain = "example.org".into();
+        settings.tls_handshake_timeout_secs = 0;
+        assert!(validate(&settings).is_err());
+        settings.tls_handshake_timeout_secs = 1;
+        settings.max_connections = 0;
+        assert!(validate(&settings).is_err());
     }
 }

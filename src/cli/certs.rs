@@ -1,5 +1,5 @@
 //! `opconnect certs`: create and extend the PKI for mutual TLS between carriers, the platform
-//! and the server.
+//! and the server, and revoke certificates.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -63,6 +63,34 @@ pub enum CertsCommand {
         #[arg(long, default_value = DEFAULT_TRUST_DOMAIN, env = "OPCONNECT_TRUST_DOMAIN")]
         trust_domain: String,
     },
+    /// Revoke an identity's certificate: add it to DIR/crl.pem (signed by the CA in DIR, with
+    /// every serial already listed kept), for `serve --client-crl`.
+    Revoke {
+        /// Directory holding ca.pem, ca.key and the identity's certificate; crl.pem is written
+        /// there.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Carrier id whose certificate (carrier-<id>.pem) is revoked.
+        #[arg(
+            long,
+            value_name = "ID",
+            conflicts_with = "platform",
+            required_unless_present = "platform"
+        )]
+        carrier: Option<String>,
+        /// Platform name whose certificate (platform-<name>.pem) is revoked.
+        #[arg(long, value_name = "NAME")]
+        platform: Option<String>,
+    },
+}
+
+/// The one identity named by `--carrier` or `--platform`.
+fn one_subject(carrier: Option<String>, platform: Option<String>) -> anyhow::Result<Subject> {
+    match (carrier, platform) {
+        (Some(id), None) => Ok(Subject::Carrier(id)),
+        (None, Some(name)) => Ok(Subject::Platform(name)),
+        _ => bail!("give exactly one of --carrier or --platform"),
+    }
 }
 
 /// Runs `opconnect certs` and prints each file written, one per line.
@@ -91,11 +119,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
             platform,
             trust_domain,
         } => {
-            let subject = match (carrier, platform) {
-                (Some(id), None) => Subject::Carrier(id),
-                (None, Some(name)) => Subject::Platform(name),
-                _ => bail!("give exactly one of --carrier or --platform"),
-            };
+            let subject = one_subject(carrier, platform)?;
             let (cert, key) = pki::issue(&dir, &trust_domain, &subject).with_context(|| {
                 format!(
                     "cannot issue a certificate for {}",
@@ -103,6 +127,17 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
                 )
             })?;
             vec![cert, key]
+        }
+        CertsCommand::Revoke {
+            dir,
+            carrier,
+            platform,
+        } => {
+            let subject = one_subject(carrier, platform)?;
+            let crl = pki::revoke(&dir, &subject).with_context(|| {
+                format!("cannot revoke the certificate of {}", subject.file_stem())
+            })?;
+            vec![crl]
         }
     };
     let mut stdout = std::io::stdout().lock();
@@ -171,6 +206,14 @@ mod tests {
         assert!(parse(&["issue", "--carrier", "a1", "--platform", "ops"]).is_err());
         assert!(parse(&["issue", "--platform", "ops"]).is_ok());
         assert!(parse(&["issue", "--carrier", "contoso"]).is_ok());
+    }
+
+    /// `revoke` needs exactly one of `--carrier` and `--platform`.
+    #[test]
+    fn revoke_needs_exactly_one_subject() {
+        assert!(parse(&["revoke"]).is_err());
+        assert!(parse(&["revoke", "--carrier", "a1", "--platform", "ops"]).is_err());
+        assert!(parse(&["revoke", "--platform", "ops", "--dir", "x"]).is_ok());
     }
 
     /// `init` then `issue` through the command layer leaves both certificates in the directory.

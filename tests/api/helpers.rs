@@ -57,6 +57,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         tls_cert: dir.join("server.pem"),
         tls_key: dir.join("server.key"),
         client_ca: dir.join("ca.pem"),
+        client_crl: None,
         trust_domain: TRUST_DOMAIN.into(),
         log_format: LogFormat::Text,
         shutdown_grace_secs: 5,
@@ -65,6 +66,8 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         quality_record_retention_days: 30,
         duration_retention_days: 548,
         purge_interval_secs: 3600,
+        tls_handshake_timeout_secs: 10,
+        max_connections: 10_000,
         ..Settings::default()
     }
 }
@@ -661,7 +664,8 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Starts a gateway with a fresh PKI and database and the settings `configure` changes.
+/// Starts a gateway with a fresh PKI and database after `configure` has adjusted its
+/// settings (limits, timeouts).
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = write_server_pki(dir.path());
@@ -669,6 +673,28 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     settings.database_url = fresh_database_url(dir.path()).await;
     configure(&mut settings);
     let database_url = settings.database_url.clone();
+    let served = serve(settings).await;
+    TestApp {
+        addr: served.addr,
+        ca,
+        _dir: dir,
+        database_url,
+        metrics: served.metrics,
+        shutdown: served.shutdown,
+        handle: served.handle,
+    }
+}
+
+/// A gateway serving `settings`, whose files the test made itself (to restart it on them).
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    metrics: std::sync::Arc<opconnect::metrics::StreamMetrics>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), opconnect::server::ServerError>>>,
+}
+
+/// Builds and starts a gateway on `settings`.
+pub async fn serve(settings: Settings) -> Served {
     let app = App::build(settings).await.expect("app builds");
     let addr = app.local_addr().expect("addr");
     let metrics = app.metrics();
@@ -676,11 +702,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let handle = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
-    TestApp {
+    Served {
         addr,
-        ca,
-        _dir: dir,
-        database_url,
         metrics,
         shutdown: Some(tx),
         handle: Some(handle),
@@ -740,4 +763,144 @@ pub async fn stored_call_ids(app: &TestApp, carrier: &str) -> Vec<(i64, String)>
         stored.extend(msg.records.into_iter().map(|r| (r.cursor, r.call_id)));
     }
     stored
+}
+
+impl Served {
+    /// Triggers shutdown and waits for the server to stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("server result");
+        }
+    }
+}
+
+/// The certificate and key `certs init` / `certs issue` wrote for `stem` in `dir`.
+pub fn issued_in(dir: &std::path::Path, stem: &str) -> Issued {
+    Issued {
+        cert_pem: std::fs::read_to_string(dir.join(format!("{stem}.pem"))).expect("read cert"),
+        key_pem: std::fs::read_to_string(dir.join(format!("{stem}.key"))).expect("read key"),
+    }
+}
+
+/// A health check over a new connection presenting `client`: `Ok` when served (any gRPC
+/// status from the application counts), `Err` when the connection or handshake failed.
+pub async fn health_over_new_connection(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    client: &Issued,
+) -> Result<(), String> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = channel_to(addr, ca_pem, Some(client))
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    match HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        // A status with an ErrorInfo came from the application: the connection was served.
+        Err(status) if !reason(&status).is_empty() => Ok(()),
+        Err(status) => Err(format!("call: {status:?}")),
+    }
+}
+
+/// Runs the `opconnect` binary with `args`; returns its exit code and stderr.
+pub fn run_opconnect(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_opconnect"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run opconnect");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A spawned `opconnect serve` whose log the test can read; killed when dropped, so a failed
+/// test leaves no server behind.
+pub struct LoggedProcess {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Starts `opconnect serve` like [`spawn_server`], with `extra` flags, keeping its log lines.
+pub fn spawn_server_with(
+    dir: &std::path::Path,
+    database_url: &str,
+    extra: &[&str],
+) -> LoggedProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opconnect"))
+        .arg("serve")
+        .arg("--listen=127.0.0.1:0")
+        .arg(format!("--database-url={database_url}"))
+        .arg(format!("--tls-cert={}", dir.join("server.pem").display()))
+        .arg(format!("--tls-key={}", dir.join("server.key").display()))
+        .arg(format!("--client-ca={}", dir.join("ca.pem").display()))
+        .arg("--shutdown-grace-secs=5")
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn opconnect");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let addr = loop {
+        let line = lines.next().expect("server exited early").expect("read");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|addr| addr.parse().expect("address"));
+        log.lock().expect("lock").push(line);
+        if let Some(addr) = addr {
+            break addr;
+        }
+    };
+    let keep = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            keep.lock().expect("lock").push(line);
+        }
+    });
+    LoggedProcess { child, addr, log }
+}
+
+impl LoggedProcess {
+    /// Waits (bounded) until a log line contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self
+                .log
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|line| line.contains(needle))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}: {:?}",
+                self.log.lock().expect("lock")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for LoggedProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

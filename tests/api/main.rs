@@ -15,4 +15,5 @@ mod records;
 mod retention;
 mod shutdown;
 mod streams;
+mod tls;
 mod watch;
