@@ -53,6 +53,8 @@ pub struct Settings {
     pub duration_retention_days: u32,
     /// How often retention purges run, in seconds.
     pub purge_interval_secs: u64,
+    /// Prometheus scrape listener (`GET /metrics`, plain HTTP); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// Open streams (server and client streams) per carrier on this instance.
     pub max_streams_per_carrier: u32,
     /// Unary calls and stream opens per second per carrier (burst: twice as many); 0 is off.
@@ -89,6 +91,7 @@ impl Default for Settings {
             quality_record_retention_days: 30,
             duration_retention_days: 548,
             purge_interval_secs: 3600,
+            metrics_listen: None,
             max_streams_per_carrier: 64,
             rate_limit_per_carrier: 200,
             max_message_bytes: 4 * 1024 * 1024,
@@ -148,6 +151,10 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Prometheus scrape listener address, plain HTTP `GET /metrics` [default: off].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Open streams per carrier on this instance [default: 64].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,6 +205,7 @@ pub const SETTING_KEYS: &[&str] = &[
     "quality_record_retention_days",
     "duration_retention_days",
     "purge_interval_secs",
+    "metrics_listen",
     "max_streams_per_carrier",
     "rate_limit_per_carrier",
     "max_message_bytes",

@@ -9,7 +9,6 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use futures::future::BoxFuture;
 use rustls::pki_types::CertificateDer;
@@ -20,6 +19,8 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
+use crate::metrics::StreamMetrics;
+use crate::rpc_log::{CallEnd, log_response};
 use crate::server::tls::PeerInfo;
 
 /// The identity a client certificate proves.
@@ -130,13 +131,16 @@ fn peer_addr<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
 #[derive(Debug, Clone)]
 pub struct IdentityLayer {
     trust_domain: Arc<str>,
+    /// Where every call is counted, when the server keeps metrics.
+    metrics: Option<Arc<StreamMetrics>>,
 }
 
 impl IdentityLayer {
-    /// A layer accepting identities of `trust_domain`.
-    pub fn new(trust_domain: &str) -> Self {
+    /// A layer accepting identities of `trust_domain`, counting every call in `metrics`.
+    pub(crate) fn new(trust_domain: &str, metrics: Option<Arc<StreamMetrics>>) -> Self {
         Self {
             trust_domain: trust_domain.into(),
+            metrics,
         }
     }
 }
@@ -148,6 +152,7 @@ impl<S> Layer<S> for IdentityLayer {
         IdentityService {
             inner,
             trust_domain: self.trust_domain.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -157,6 +162,7 @@ impl<S> Layer<S> for IdentityLayer {
 pub struct IdentityService<S> {
     inner: S,
     trust_domain: Arc<str>,
+    metrics: Option<Arc<StreamMetrics>>,
 }
 
 impl<S, B> Service<http::Request<B>> for IdentityService<S>
@@ -188,19 +194,24 @@ where
                 let peer = peer_addr(&req).map(|addr| addr.to_string());
                 tracing::warn!(%method, %why, peer = peer.as_deref().unwrap_or("unknown"), "refused: no usable identity");
                 let status = tonic::Status::from(ApiError::identity_missing(why));
-                return Box::pin(async move { Ok(status.into_http()) });
+                let end = CallEnd::new(method, String::new(), self.metrics.clone());
+                return Box::pin(async move { Ok(log_response(status.into_http(), end)) });
             }
         };
         let span = tracing::info_span!("rpc", %method, caller = %caller);
+        let carrier = match &caller {
+            Caller::Carrier(id) => id.to_string(),
+            Caller::Platform(_) => String::new(),
+        };
+        let end = CallEnd::new(method, carrier, self.metrics.clone());
         req.extensions_mut().insert(caller);
         // The clone that was made ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(
             async move {
-                let started = Instant::now();
                 let response = inner.call(req).await?;
-                Ok(crate::rpc_log::log_response(response, started))
+                Ok(log_response(response, end))
             }
             .instrument(span),
         )

@@ -1,15 +1,240 @@
-//! The server's own accounting of its streams: how many are open and how many bytes wait in
-//! their channels. Slow readers must never make `buffered_bytes` grow without bound.
+//! What the server measures about itself: its own accounting of streams (how many are open,
+//! how many bytes wait in their channels: slow readers must never make that grow without
+//! bound), and the Prometheus families served on `--metrics-listen` (DESIGN §6), exposed with
+//! `prometheus-client`, never hand-written. Carrier labels come from CA-issued identities and
+//! the registry, never from free client input, so label sets stay bounded.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
-/// Counters shared by every stream of one server.
-#[derive(Debug, Default)]
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Labels of an RPC: its full method, its gRPC code name, and the calling carrier (empty for
+/// platform identities).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RpcLabels {
+    pub method: String,
+    pub code: String,
+    pub carrier: String,
+}
+
+/// Labels of an RPC's latency: method and code (no carrier, to keep the buckets few).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MethodLabels {
+    pub method: String,
+    pub code: String,
+}
+
+/// Labels of an open stream: what it carries and whose data it is.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StreamLabels {
+    pub kind: &'static str,
+    pub carrier: String,
+}
+
+/// Labels of records: which kind of record.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabels {
+    pub kind: &'static str,
+}
+
+/// Labels of a refusal: why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Labels of database pool connections: idle or in use.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PoolLabels {
+    pub state: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The Prometheus families of one server.
+#[derive(Debug)]
+pub(crate) struct Families {
+    pub rpcs: Family<RpcLabels, Counter>,
+    pub rpc_duration: Family<MethodLabels, Histogram>,
+    pub open_streams: Family<StreamLabels, Gauge>,
+    pub records_ingested: Family<KindLabels, Counter>,
+    pub records_rejected: Family<KindLabels, Counter>,
+    pub records_delivered: Family<KindLabels, Counter>,
+    pub stream_lag: Family<KindLabels, Histogram>,
+    pub limit_rejections: Family<ReasonLabels, Counter>,
+    pub tls_handshake_failures: Family<ReasonLabels, Counter>,
+    pub tls_reloads: Family<ReasonLabels, Counter>,
+    pub certificate_expiry: Gauge,
+    pub db_query_duration: Histogram,
+    pub db_pool_connections: Family<PoolLabels, Gauge>,
+}
+
+impl Families {
+    fn new(registry: &mut Registry) -> Self {
+        let families = Self {
+            rpcs: Family::default(),
+            rpc_duration: Family::new_with_constructor(latency_histogram),
+            open_streams: Family::default(),
+            records_ingested: Family::default(),
+            records_rejected: Family::default(),
+            records_delivered: Family::default(),
+            stream_lag: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 4.0, 12))
+            }),
+            limit_rejections: Family::default(),
+            tls_handshake_failures: Family::default(),
+            tls_reloads: Family::default(),
+            certificate_expiry: Gauge::default(),
+            db_query_duration: latency_histogram(),
+            db_pool_connections: Family::default(),
+        };
+        registry.register(
+            "rpcs",
+            "RPCs that ended, by method, gRPC code and calling carrier",
+            families.rpcs.clone(),
+        );
+        registry.register_with_unit(
+            "rpc_duration",
+            "Time from an RPC's start to its end (a stream's last frame), by method and code",
+            Unit::Seconds,
+            families.rpc_duration.clone(),
+        );
+        registry.register(
+            "open_streams",
+            "Streams open now, by kind and carrier",
+            families.open_streams.clone(),
+        );
+        registry.register(
+            "records_ingested",
+            "Records stored by ingestion and uploads, by kind",
+            families.records_ingested.clone(),
+        );
+        registry.register(
+            "records_rejected",
+            "Records refused by ingestion and uploads, by kind",
+            families.records_rejected.clone(),
+        );
+        registry.register(
+            "records_delivered",
+            "Records and number events sent to carriers by streams, by kind",
+            families.records_delivered.clone(),
+        );
+        registry.register(
+            "stream_lag",
+            "How far behind the newest record or revision a stream's message was, by kind",
+            families.stream_lag.clone(),
+        );
+        registry.register(
+            "limit_rejections",
+            "Calls, streams and connections refused by a limit, by reason",
+            families.limit_rejections.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by reason",
+            families.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Reloads of the TLS set (SIGHUP), by outcome",
+            families.tls_reloads.clone(),
+        );
+        registry.register_with_unit(
+            "tls_certificate_expiry_timestamp",
+            "When the served certificate expires, in Unix seconds",
+            Unit::Seconds,
+            families.certificate_expiry.clone(),
+        );
+        registry.register_with_unit(
+            "db_query_duration",
+            "Time of each database statement",
+            Unit::Seconds,
+            families.db_query_duration.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections, idle or in use (read at scrape time)",
+            families.db_pool_connections.clone(),
+        );
+        families.start_at_zero();
+        families
+    }
+
+    /// Creates the series whose labels are known in advance at zero, so that `rate()` and
+    /// `increase()` see their first event, and dashboards find every family from the start.
+    fn start_at_zero(&self) {
+        for reason in [
+            "stream_limit",
+            "rate_limit",
+            "upload_too_large",
+            "upload_idle",
+            "connection_limit",
+        ] {
+            let _ = self
+                .limit_rejections
+                .get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["certificate", "protocol", "timeout"] {
+            let _ = self
+                .tls_handshake_failures
+                .get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["ok", "refused"] {
+            let _ = self.tls_reloads.get_or_create(&ReasonLabels { reason });
+        }
+        for kind in [RECORD_KINDS, STREAM_KINDS].concat() {
+            let labels = KindLabels { kind };
+            if RECORD_KINDS.contains(&kind) {
+                let _ = self.records_ingested.get_or_create(&labels);
+                let _ = self.records_rejected.get_or_create(&labels);
+            }
+            if STREAM_KINDS.contains(&kind) {
+                let _ = self.records_delivered.get_or_create(&labels);
+                let _ = self.stream_lag.get_or_create(&labels);
+            }
+        }
+    }
+}
+
+/// What ingestion and uploads store.
+const RECORD_KINDS: [&str; 3] = ["call_records", "quality_records", "call_durations"];
+/// What streams deliver.
+const STREAM_KINDS: [&str; 3] = ["call_records", "quality_records", "number_events"];
+
+/// Counters shared by every stream of one server, and its Prometheus registry.
+#[derive(Debug)]
 pub struct StreamMetrics {
     open_streams: AtomicI64,
     buffered_bytes: AtomicI64,
     peak_buffered_bytes: AtomicI64,
     records_ingested: AtomicU64,
+    pub(crate) families: Families,
+    registry: Registry,
+}
+
+impl Default for StreamMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("opconnect");
+        let families = Families::new(&mut registry);
+        Self {
+            open_streams: AtomicI64::default(),
+            buffered_bytes: AtomicI64::default(),
+            peak_buffered_bytes: AtomicI64::default(),
+            records_ingested: AtomicU64::default(),
+            families,
+            registry,
+        }
+    }
 }
 
 impl StreamMetrics {
@@ -33,11 +258,28 @@ impl StreamMetrics {
         self.records_ingested.load(Ordering::Relaxed)
     }
 
-    /// Counts a stream as open until the returned guard is dropped, however the stream ends
-    /// (a finished handler, an error, or hyper dropping the handler when the connection dies).
-    pub(crate) fn open_stream(self: &std::sync::Arc<Self>) -> OpenStream {
+    /// The Prometheus text exposition of every family.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts a stream of `kind` about `carrier` as open until the returned guard is dropped,
+    /// however the stream ends (a finished handler, an error, or hyper dropping the handler
+    /// when the connection dies).
+    pub(crate) fn open_stream(self: &Arc<Self>, kind: &'static str, carrier: &str) -> OpenStream {
         self.open_streams.fetch_add(1, Ordering::Relaxed);
-        OpenStream(self.clone())
+        let labels = StreamLabels {
+            kind,
+            carrier: carrier.to_owned(),
+        };
+        self.families.open_streams.get_or_create(&labels).inc();
+        OpenStream {
+            metrics: self.clone(),
+            labels,
+        }
     }
 
     pub(crate) fn buffered(&self, bytes: i64) {
@@ -49,17 +291,126 @@ impl StreamMetrics {
         self.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    pub(crate) fn ingested(&self, records: u64) {
-        self.records_ingested.fetch_add(records, Ordering::Relaxed);
+    /// Counts the outcome of one committed batch of `kind`.
+    pub(crate) fn ingested(&self, kind: &'static str, accepted: u64, rejected: u64) {
+        self.records_ingested.fetch_add(accepted, Ordering::Relaxed);
+        let labels = KindLabels { kind };
+        self.families
+            .records_ingested
+            .get_or_create(&labels)
+            .inc_by(accepted);
+        self.families
+            .records_rejected
+            .get_or_create(&labels)
+            .inc_by(rejected);
+    }
+
+    /// Counts records refused before any commit (invalid fields).
+    pub(crate) fn rejected(&self, kind: &'static str, records: u64) {
+        self.families
+            .records_rejected
+            .get_or_create(&KindLabels { kind })
+            .inc_by(records);
+    }
+
+    /// Counts records (or events) of `kind` handed to a carrier's stream, sent `lag` behind
+    /// the newest.
+    pub(crate) fn delivered(&self, kind: &'static str, records: u64, lag: Option<i64>) {
+        let labels = KindLabels { kind };
+        self.families
+            .records_delivered
+            .get_or_create(&labels)
+            .inc_by(records);
+        if let Some(lag) = lag {
+            self.families
+                .stream_lag
+                .get_or_create(&labels)
+                .observe(lag.max(0) as f64);
+        }
+    }
+
+    /// Counts a refusal by a limit.
+    pub(crate) fn limited(&self, reason: &'static str) {
+        self.families
+            .limit_rejections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a failed TLS handshake.
+    pub(crate) fn handshake_failed(&self, reason: &'static str) {
+        self.families
+            .tls_handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a TLS reload and its outcome (`ok` or `refused`).
+    pub(crate) fn tls_reloaded(&self, outcome: &'static str) {
+        self.families
+            .tls_reloads
+            .get_or_create(&ReasonLabels { reason: outcome })
+            .inc();
+    }
+
+    /// Records when the served certificate expires.
+    pub(crate) fn certificate_expires(&self, unix_seconds: i64) {
+        self.families.certificate_expiry.set(unix_seconds);
+    }
+
+    /// Records one database statement's time.
+    pub(crate) fn db_query(&self, elapsed: Duration) {
+        self.families
+            .db_query_duration
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records the pool's connections at scrape time.
+    pub(crate) fn db_pool(&self, idle: u32, in_use: u32) {
+        let set = |state, value: u32| {
+            self.families
+                .db_pool_connections
+                .get_or_create(&PoolLabels { state })
+                .set(i64::from(value));
+        };
+        set("idle", idle);
+        set("in_use", in_use);
+    }
+
+    /// Counts one ended RPC.
+    pub(crate) fn rpc(&self, method: &str, code: &str, carrier: &str, elapsed: Duration) {
+        self.families
+            .rpcs
+            .get_or_create(&RpcLabels {
+                method: method.to_owned(),
+                code: code.to_owned(),
+                carrier: carrier.to_owned(),
+            })
+            .inc();
+        self.families
+            .rpc_duration
+            .get_or_create(&MethodLabels {
+                method: method.to_owned(),
+                code: code.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 }
 
-/// Keeps one stream counted in [`StreamMetrics::open_streams`] while alive.
+/// Keeps one stream counted in the open-stream figures while alive.
 #[derive(Debug)]
-pub(crate) struct OpenStream(std::sync::Arc<StreamMetrics>);
+pub(crate) struct OpenStream {
+    metrics: Arc<StreamMetrics>,
+    labels: StreamLabels,
+}
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .families
+            .open_streams
+            .get_or_create(&self.labels)
+            .dec();
     }
 }

@@ -2,8 +2,10 @@
 //! error that is when the response is ready; for a stream it is when the response body's
 //! trailers carry the final `grpc-status`, so a stream that fails after its first message is
 //! logged with that failure, not as OK. A stream the client abandons is logged `CANCELLED`.
+//! The same moment counts the call in the RPC metrics (count and latency by method and code).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -11,6 +13,69 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tonic::codegen::http::{HeaderMap, Response};
+
+use crate::metrics::StreamMetrics;
+
+/// One call, from its start to its end: what the log line and the metrics say about it.
+pub(crate) struct CallEnd {
+    started: Instant,
+    method: String,
+    /// The calling carrier; empty for platform identities.
+    carrier: String,
+    metrics: Option<Arc<StreamMetrics>>,
+}
+
+impl CallEnd {
+    /// A call of `method` by `carrier` (empty for the platform) that starts now.
+    pub(crate) fn new(
+        method: String,
+        carrier: String,
+        metrics: Option<Arc<StreamMetrics>>,
+    ) -> Self {
+        Self {
+            started: Instant::now(),
+            method,
+            carrier,
+            metrics,
+        }
+    }
+
+    /// Logs and counts the end of the call with `code`, after `bytes` of response.
+    fn finish(&self, code: Code, bytes: u64) {
+        log_end(code, self.started, bytes);
+        if let Some(metrics) = &self.metrics {
+            metrics.rpc(
+                &self.method,
+                code_name(code),
+                &self.carrier,
+                self.started.elapsed(),
+            );
+        }
+    }
+}
+
+/// A gRPC code as its canonical UPPER_SNAKE_CASE name.
+pub(crate) fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
 
 /// How a call ended, as far as the server can tell.
 fn code_of(headers: &HeaderMap) -> Option<Code> {
@@ -33,16 +98,16 @@ fn log_end(code: Code, started: Instant, bytes: u64) {
 /// (a unary error, a trailers-only response), otherwise when its body ends.
 pub(crate) fn log_response(
     response: Response<tonic::body::Body>,
-    started: Instant,
+    end: CallEnd,
 ) -> Response<tonic::body::Body> {
     if let Some(code) = code_of(response.headers()) {
-        log_end(code, started, 0);
+        end.finish(code, 0);
         return response;
     }
     response.map(|inner| {
         tonic::body::Body::new(LoggedBody {
             inner,
-            started,
+            end,
             bytes: 0,
             done: false,
             span: tracing::Span::current(),
@@ -54,7 +119,7 @@ pub(crate) fn log_response(
 /// `CANCELLED` if it is dropped before (the client left, the connection died).
 struct LoggedBody {
     inner: tonic::body::Body,
-    started: Instant,
+    end: CallEnd,
     /// Response bytes sent so far (encoded messages, framing included).
     bytes: u64,
     /// Whether the end was logged.
@@ -68,7 +133,7 @@ impl LoggedBody {
         if !self.done {
             self.done = true;
             let _entered = self.span.enter();
-            log_end(code, self.started, self.bytes);
+            self.end.finish(code, self.bytes);
         }
     }
 }
@@ -194,7 +259,7 @@ mod tests {
                     Frame::data(Bytes::from_static(b"12345")),
                     trailers(Code::PermissionDenied),
                 ]),
-                Instant::now(),
+                CallEnd::new("/m".into(), String::new(), None),
             );
             drain(response);
         });
@@ -211,7 +276,7 @@ mod tests {
         let ok = logged(|| {
             drain(log_response(
                 stream(vec![trailers(Code::Ok)]),
-                Instant::now(),
+                CallEnd::new("/m".into(), String::new(), None),
             ))
         });
         assert!(
@@ -221,14 +286,17 @@ mod tests {
         let cancelled = logged(|| {
             let response = log_response(
                 stream(vec![Frame::data(Bytes::from_static(b"x"))]),
-                Instant::now(),
+                CallEnd::new("/m".into(), String::new(), None),
             );
             drop(response);
         });
         assert!(cancelled.contains("Cancelled"), "{cancelled}");
         let early = logged(|| {
             let status = tonic::Status::not_found("no such number");
-            let _response = log_response(status.into_http(), Instant::now());
+            let _response = log_response(
+                status.into_http(),
+                CallEnd::new("/m".into(), String::new(), None),
+            );
         });
         assert!(early.contains("NotFound"), "{early}");
     }

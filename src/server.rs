@@ -30,6 +30,7 @@ use crate::pb::v1::platform_service_server::PlatformServiceServer;
 use crate::retention::{self, RetentionPolicy};
 use crate::store::{Store, StoreOptions};
 
+mod metrics_http;
 pub(crate) mod tls;
 
 use tls::{ConnectionLimits, ServerConfigCell};
@@ -94,6 +95,8 @@ pub enum ServerError {
 /// A bound, ready-to-serve gateway.
 pub struct App {
     listener: TcpListener,
+    /// The Prometheus scrape listener, when `--metrics-listen` is set.
+    metrics_listener: Option<TcpListener>,
     /// The rustls configuration of new connections (swapped by a SIGHUP reload).
     tls: ServerConfigCell,
     store: Store,
@@ -208,7 +211,11 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 /// On every SIGHUP, rebuilds the TLS configuration from the settings' files (server
 /// certificate and key, client CA, CRL); new connections use the new set, open ones keep
 /// theirs. A set that does not load is refused with one log line and the old one stays.
-fn spawn_tls_reload(settings: Settings, tls: ServerConfigCell) -> Option<JoinHandle<()>> {
+fn spawn_tls_reload(
+    settings: Settings,
+    tls: ServerConfigCell,
+    metrics: Arc<StreamMetrics>,
+) -> Option<JoinHandle<()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -224,9 +231,14 @@ fn spawn_tls_reload(settings: Settings, tls: ServerConfigCell) -> Option<JoinHan
                 match tls::server_config(&settings) {
                     Ok(config) => {
                         tls.replace(config);
+                        metrics.tls_reloaded("ok");
+                        if let Some(expiry) = tls::certificate_expiry(&settings) {
+                            metrics.certificate_expires(expiry);
+                        }
                         tracing::info!("SIGHUP: TLS certificates, client CA and CRL reloaded");
                     }
                     Err(e) => {
+                        metrics.tls_reloaded("refused");
                         let error = with_causes(&e);
                         tracing::error!(%error, "SIGHUP: TLS reload refused; keeping the current set")
                     }
@@ -236,7 +248,7 @@ fn spawn_tls_reload(settings: Settings, tls: ServerConfigCell) -> Option<JoinHan
     }
     #[cfg(not(unix))]
     {
-        let _ = (settings, tls);
+        let _ = (settings, tls, metrics);
         None
     }
 }
@@ -247,11 +259,18 @@ impl App {
         validate(&settings)?;
         install_crypto_provider();
         let tls = ServerConfigCell::new(tls::server_config(&settings)?);
-        let store = Store::open(&StoreOptions {
-            url: settings.database_url.clone(),
-            max_connections: settings.database_max_connections,
-            acquire_timeout: Duration::from_secs(5),
-        })
+        let metrics = Arc::<StreamMetrics>::default();
+        if let Some(expiry) = tls::certificate_expiry(&settings) {
+            metrics.certificate_expires(expiry);
+        }
+        let store = Store::open_measured(
+            &StoreOptions {
+                url: settings.database_url.clone(),
+                max_connections: settings.database_max_connections,
+                acquire_timeout: Duration::from_secs(5),
+            },
+            Some(metrics.clone()),
+        )
         .await
         .map_err(|source| ServerError::Store {
             url: redact(&settings.database_url),
@@ -264,18 +283,34 @@ impl App {
                     addr: settings.listen,
                     source,
                 })?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
+            metrics_listener,
             tls,
             store,
             settings,
-            metrics: Arc::default(),
+            metrics,
         })
     }
 
     /// The server's stream accounting (open streams, buffered bytes).
     pub fn metrics(&self) -> Arc<StreamMetrics> {
         self.metrics.clone()
+    }
+
+    /// The address of the Prometheus scrape listener, when one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The address the listener is bound to.
@@ -291,12 +326,21 @@ impl App {
     ) -> Result<(), ServerError> {
         let App {
             listener,
+            metrics_listener,
             tls,
             store,
             settings,
             metrics,
         } = self;
         let streams_end = CancellationToken::new();
+        let scrapes = metrics_listener.map(|listener| {
+            tokio::spawn(metrics_http::serve(
+                listener,
+                metrics.clone(),
+                store.clone(),
+                streams_end.clone(),
+            ))
+        });
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<AssignmentServiceServer<AssignmentApi>>()
@@ -338,6 +382,7 @@ impl App {
         let limits = Arc::new(Limits::new(
             settings.max_streams_per_carrier,
             settings.rate_limit_per_carrier,
+            metrics.clone(),
         ));
         let auth = Authorizer::new(store.clone(), limits);
         let bounds = StreamBounds {
@@ -371,16 +416,23 @@ impl App {
                 .await;
             stopping.cancel();
         };
-        let reload = spawn_tls_reload(settings.clone(), tls.clone());
-        let (incoming, accepting) =
-            tls::incoming(listener, tls, ConnectionLimits::from_settings(&settings));
+        let reload = spawn_tls_reload(settings.clone(), tls.clone(), metrics.clone());
+        let (incoming, accepting) = tls::incoming(
+            listener,
+            tls,
+            ConnectionLimits::from_settings(&settings),
+            metrics.clone(),
+        );
         // No `.tls_config`: `incoming` yields connections whose handshake is already done.
         let serve = Server::builder()
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
-            .layer(IdentityLayer::new(&settings.trust_domain))
+            .layer(IdentityLayer::new(
+                &settings.trust_domain,
+                Some(metrics.clone()),
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -439,6 +491,9 @@ impl App {
             task.abort();
         }
         purges.abort();
+        if let Some(task) = scrapes {
+            task.abort();
+        }
         if let Some(task) = change_listener {
             task.abort();
         }

@@ -101,6 +101,7 @@ impl CallDurationService for CallDurationApi {
                 self.store.feed(),
                 carrier.id.clone(),
             )),
+            scope: carrier.id.to_string(),
         };
         let tally = ingest_detached(
             sink,

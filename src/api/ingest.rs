@@ -35,6 +35,9 @@ pub(crate) struct Parsed<T> {
 
 /// Where validated records go.
 pub(crate) trait Sink<T>: Sync {
+    /// The `kind` label of the records' metrics.
+    const KIND: &'static str;
+
     /// Stores a batch; one outcome per record, in order.
     fn store(
         &self,
@@ -43,6 +46,8 @@ pub(crate) trait Sink<T>: Sync {
 }
 
 impl<T: LogRecord> Sink<T> for Store {
+    const KIND: &'static str = T::KIND.label();
+
     async fn store(&self, batch: &[(CarrierId, T)]) -> ApiResult<Vec<IngestOutcome>> {
         Ok(self.ingest(batch).await?)
     }
@@ -55,6 +60,8 @@ pub(crate) struct DurationSink {
 }
 
 impl Sink<CallDurationReport> for DurationSink {
+    const KIND: &'static str = "call_durations";
+
     async fn store(
         &self,
         batch: &[(CarrierId, CallDurationReport)],
@@ -82,6 +89,9 @@ pub(crate) struct Ingestion {
     pub permit: Option<StreamPermit>,
     /// Ends the stream when the carrier is suspended.
     pub guard: Option<CarrierGuard>,
+    /// Whose stream it is, as the `carrier` label of the open-stream metric (empty for the
+    /// platform's ingestion).
+    pub scope: String,
 }
 
 /// Watches one carrier's status while its upload runs.
@@ -171,6 +181,7 @@ async fn commit<T, K: Sink<T>>(
         "batch committed"
     );
     let accepted_before = tally.accepted;
+    let rejected_before = tally.rejected;
     for ((index, call_id), outcome) in pending.origins.drain(..).zip(outcomes) {
         let (kind, field, description) = match outcome {
             IngestOutcome::Accepted => {
@@ -200,7 +211,11 @@ async fn commit<T, K: Sink<T>>(
             description: description.to_owned(),
         });
     }
-    metrics.ingested(u64::try_from(tally.accepted - accepted_before).unwrap_or(0));
+    metrics.ingested(
+        K::KIND,
+        u64::try_from(tally.accepted - accepted_before).unwrap_or(0),
+        u64::try_from(tally.rejected - rejected_before).unwrap_or(0),
+    );
     pending.records.clear();
     Ok(())
 }
@@ -222,7 +237,7 @@ where
     K: Sink<T>,
 {
     let metrics = ingestion.metrics.clone();
-    let _open = metrics.open_stream();
+    let _open = metrics.open_stream(K::KIND, ingestion.scope.as_str());
     let _permit = ingestion.permit.take();
     let bounds = ingestion.bounds;
     let mut tally = Tally::default();
@@ -242,6 +257,7 @@ where
         let message = match next {
             Err(_) => {
                 commit(sink, &metrics, &mut pending, &mut tally).await?;
+                metrics.limited("upload_idle");
                 return Err(ApiError::upload_idle(bounds.idle, &tally).into());
             }
             Ok(None) => break,
@@ -255,6 +271,7 @@ where
         for parsed in parse(message) {
             if u64::try_from(tally.received).unwrap_or(u64::MAX) >= bounds.max_records {
                 commit(sink, &metrics, &mut pending, &mut tally).await?;
+                metrics.limited("upload_too_large");
                 return Err(ApiError::upload_too_large(bounds.max_records, &tally).into());
             }
             tally.received += 1;
@@ -278,6 +295,7 @@ where
                             kind: RejectionKind::InvalidField,
                             description,
                         });
+                        metrics.rejected(K::KIND, 1);
                     }
                 }
             }

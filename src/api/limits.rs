@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
+use crate::metrics::StreamMetrics;
 
 /// A carrier's right to one open stream; the stream keeps it until it ends.
 #[derive(Debug)]
@@ -26,12 +27,14 @@ pub(crate) struct Limits {
     /// `None` when the rate limit is off.
     rate: Option<(u32, DefaultKeyedRateLimiter<CarrierId>)>,
     clock: DefaultClock,
+    /// Where refusals are counted.
+    metrics: Arc<StreamMetrics>,
 }
 
 impl Limits {
     /// `max_streams` open streams per carrier; `per_second` calls per second per carrier, with
     /// a burst of twice that (0: no rate limit).
-    pub(crate) fn new(max_streams: u32, per_second: u32) -> Self {
+    pub(crate) fn new(max_streams: u32, per_second: u32, metrics: Arc<StreamMetrics>) -> Self {
         let rate = NonZeroU32::new(per_second).map(|rate| {
             let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
             let quota = Quota::per_second(rate).allow_burst(burst);
@@ -42,6 +45,7 @@ impl Limits {
             streams: Mutex::default(),
             rate,
             clock: DefaultClock::default(),
+            metrics,
         }
     }
 
@@ -57,7 +61,10 @@ impl Limits {
         semaphore
             .try_acquire_owned()
             .map(StreamPermit)
-            .map_err(|_| ApiError::stream_limit(self.max_streams))
+            .map_err(|_| {
+                self.metrics.limited("stream_limit");
+                ApiError::stream_limit(self.max_streams)
+            })
     }
 
     /// Counts one call (or stream open) of `carrier` against its rate, or `RATE_LIMIT` with the
@@ -67,6 +74,7 @@ impl Limits {
             return Ok(());
         };
         limiter.check_key(carrier).map_err(|not_until| {
+            self.metrics.limited("rate_limit");
             ApiError::rate_limit(*per_second, not_until.wait_time_from(self.clock.now()))
         })
     }
@@ -83,7 +91,7 @@ mod tests {
     /// Permits are per carrier and come back when a stream ends.
     #[test]
     fn streams_are_capped_per_carrier() {
-        let limits = Limits::new(2, 0);
+        let limits = Limits::new(2, 0, Arc::default());
         let a = limits.stream_permit(&carrier("ca")).unwrap();
         let _b = limits.stream_permit(&carrier("ca")).unwrap();
         let refused = limits.stream_permit(&carrier("ca")).unwrap_err();
@@ -102,13 +110,18 @@ mod tests {
     /// A burst of twice the rate passes, the next call waits, other carriers are unaffected.
     #[test]
     fn calls_are_rate_limited_per_carrier() {
-        let limits = Limits::new(1, 5);
+        let limits = Limits::new(1, 5, Arc::default());
         for _ in 0..10 {
             limits.check_rate(&carrier("ca")).unwrap();
         }
         let refused = limits.check_rate(&carrier("ca")).unwrap_err();
         assert_eq!(refused.reason().as_str(), "RATE_LIMIT");
         limits.check_rate(&carrier("cb")).unwrap();
-        assert!(Limits::new(1, 0).check_rate(&carrier("ca")).is_ok(), "off");
+        assert!(
+            Limits::new(1, 0, Arc::default())
+                .check_rate(&carrier("ca"))
+                .is_ok(),
+            "off"
+        );
     }
 }

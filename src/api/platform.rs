@@ -69,6 +69,7 @@ impl PlatformApi {
             bounds: self.bounds,
             permit: None,
             guard: None,
+            scope: String::new(),
         }
     }
 }

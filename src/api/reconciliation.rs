@@ -211,6 +211,7 @@ impl<R> DiscrepancySource<R> {
 
 impl<R: prost::Message + Send + 'static> Source for DiscrepancySource<R> {
     type Message = R;
+    const KIND: &'static str = "discrepancies";
 
     async fn next(&mut self) -> ApiResult<Step<R>> {
         while self.pending.len() < DISCREPANCIES_PER_MESSAGE && !self.exhausted {

@@ -119,6 +119,10 @@ trait Wire: LogRecord + Send + 'static {
     fn to_pb(cursor: i64, record: &Self) -> Self::Item;
     fn response(records: Vec<Self::Item>, next_cursor: i64) -> Self::Response;
     fn signal(signal: &crate::feed::CarrierSignal) -> i64;
+    /// The `kind` label of this stream's metrics.
+    const METRIC_KIND: &'static str;
+    /// Records in a response.
+    fn records_in(response: &Self::Response) -> u64;
 }
 
 impl Wire for CallRecord {
@@ -136,6 +140,10 @@ impl Wire for CallRecord {
     fn signal(signal: &crate::feed::CarrierSignal) -> i64 {
         signal.call_record_cursor
     }
+    const METRIC_KIND: &'static str = LogKind::CallRecords.label();
+    fn records_in(response: &Self::Response) -> u64 {
+        response.records.len() as u64
+    }
 }
 
 impl Wire for QualityRecord {
@@ -152,6 +160,10 @@ impl Wire for QualityRecord {
     }
     fn signal(signal: &crate::feed::CarrierSignal) -> i64 {
         signal.quality_record_cursor
+    }
+    const METRIC_KIND: &'static str = LogKind::QualityRecords.label();
+    fn records_in(response: &Self::Response) -> u64 {
+        response.records.len() as u64
     }
 }
 
@@ -172,6 +184,8 @@ struct RecordSource<T: Wire> {
     delivered: u64,
     /// The last `next_cursor` sent.
     sent_cursor: i64,
+    /// The newest cursor of the log when it was last read, for the lag metric.
+    sent_cursor_latest: Option<i64>,
 }
 
 impl<T: Wire> RecordSource<T> {
@@ -186,6 +200,7 @@ impl<T: Wire> RecordSource<T> {
             at_end: false,
             delivered: 0,
             sent_cursor: 0,
+            sent_cursor_latest: None,
         }
     }
 
@@ -223,6 +238,7 @@ impl<T: Wire> RecordSource<T> {
 
 impl<T: Wire> Source for RecordSource<T> {
     type Message = T::Response;
+    const KIND: &'static str = T::METRIC_KIND;
 
     async fn next(&mut self) -> ApiResult<Step<T::Response>> {
         let mut cursor = match self.cursor {
@@ -264,6 +280,7 @@ impl<T: Wire> Source for RecordSource<T> {
                     ));
                 }
                 self.at_end = (page.records.len() as u64) < PAGE;
+                self.sent_cursor_latest = Some(page.bounds.latest);
                 self.page_end = Some(page.next_cursor);
                 self.buffered = page.records.into();
                 self.cursor = Some(cursor);
@@ -301,6 +318,13 @@ impl<T: Wire> Source for RecordSource<T> {
 
     fn idle_after(&self) -> Duration {
         FOLLOW_RECHECK
+    }
+
+    fn delivered(&self, message: &Self::Message) -> (u64, Option<i64>) {
+        let lag = self
+            .sent_cursor_latest
+            .map(|latest| latest - self.sent_cursor);
+        (T::records_in(message), lag)
     }
 }
 

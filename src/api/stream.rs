@@ -54,6 +54,9 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// The response message.
     type Message: prost::Message + Send + 'static;
 
+    /// What the stream carries, as the `kind` label of its metrics.
+    const KIND: &'static str;
+
     /// Reads what comes next. Errors end the stream with their status.
     fn next(&mut self) -> impl Future<Output = Result<Step<Self::Message>, ApiError>> + Send;
 
@@ -71,6 +74,12 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// re-read found nothing (a progress checkpoint), if any.
     fn idle(&mut self) -> Option<Self::Message> {
         None
+    }
+
+    /// How many records or events `message` carries, and how far behind the newest it was
+    /// sent (when the source knows), for the delivery metrics.
+    fn delivered(&self, _message: &Self::Message) -> (u64, Option<i64>) {
+        (0, None)
     }
 }
 
@@ -128,6 +137,7 @@ impl Streams {
         // Subscribe before the source's first read, so no commit in between goes unnoticed.
         let mut signals = self.feed.subscribe(carrier.as_str());
         let status_epoch = signals.borrow_and_update().status_epoch;
+        let carrier_label = carrier.clone();
         let mut producer = Producer {
             auth: self.auth.clone(),
             carrier,
@@ -138,7 +148,7 @@ impl Streams {
             shutdown: self.shutdown.clone(),
             metrics: self.metrics.clone(),
         };
-        let open = self.metrics.open_stream();
+        let open = self.metrics.open_stream(S::KIND, carrier_label.as_str());
         tokio::spawn(
             async move {
                 if let Err(Stop::Fail(err)) = producer.run(source).await {
@@ -186,7 +196,11 @@ impl<M: prost::Message + Send + 'static> Producer<M> {
             self.recheck_if_changed().await?;
             match source.next().await? {
                 Step::Send(message) => {
+                    let (records, lag) = source.delivered(&message);
                     self.send(message).await?;
+                    if records > 0 {
+                        self.metrics.delivered(S::KIND, records, lag);
+                    }
                     idle_due = Instant::now() + source.idle_after();
                     quiet = false;
                 }

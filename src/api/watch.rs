@@ -218,6 +218,7 @@ fn checkpoint(kind: pb::WatchCheckpointType, revision: i64) -> pb::WatchNumbersR
 
 impl Source for WatchSource {
     type Message = pb::WatchNumbersResponse;
+    const KIND: &'static str = "number_events";
 
     async fn next(&mut self) -> ApiResult<Step<Self::Message>> {
         if matches!(self.phase, Phase::Starting) {
@@ -248,6 +249,10 @@ impl Source for WatchSource {
 
     fn idle(&mut self) -> Option<Self::Message> {
         Some(checkpoint(pb::WatchCheckpointType::Progress, self.cursor))
+    }
+
+    fn delivered(&self, message: &Self::Message) -> (u64, Option<i64>) {
+        (message.events.len() as u64, None)
     }
 }
 

@@ -551,6 +551,16 @@ pub enum LogKind {
     QualityRecords,
 }
 
+impl LogKind {
+    /// The log's name in metrics and logs.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::CallRecords => "call_records",
+            Self::QualityRecords => "quality_records",
+        }
+    }
+}
+
 /// Filters of a record read.
 #[derive(Debug, Clone, Default)]
 pub struct RecordFilter {

@@ -38,6 +38,7 @@ use x509_parser::x509::X509Name;
 
 use super::ServerError;
 use crate::config::Settings;
+use crate::metrics::StreamMetrics;
 
 /// ALPN protocol of gRPC.
 const ALPN_H2: &[u8] = b"h2";
@@ -157,6 +158,15 @@ pub(crate) fn server_config(settings: &Settings) -> Result<Arc<ServerConfig>, Se
     Ok(Arc::new(config))
 }
 
+/// When the server certificate the settings name expires, in Unix seconds (for the expiry
+/// metric and the dashboard's "days left"); `None` if it cannot be read.
+pub(crate) fn certificate_expiry(settings: &Settings) -> Option<i64> {
+    let chain = certificates("server certificate", &settings.tls_cert).ok()?;
+    let leaf = chain.first()?;
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ServerError> {
     std::fs::read(path).map_err(|source| ServerError::TlsFile {
         what,
@@ -256,9 +266,10 @@ pub(crate) fn incoming(
     listener: TcpListener,
     config: ServerConfigCell,
     limits: ConnectionLimits,
+    metrics: Arc<StreamMetrics>,
 ) -> (ReceiverStream<TlsConnection>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(ESTABLISHED_BACKLOG);
-    let task = tokio::spawn(accept_loop(listener, config, limits, tx));
+    let task = tokio::spawn(accept_loop(listener, config, limits, metrics, tx));
     (ReceiverStream::new(rx), task)
 }
 
@@ -266,6 +277,7 @@ async fn accept_loop(
     listener: TcpListener,
     config: ServerConfigCell,
     limits: ConnectionLimits,
+    metrics: Arc<StreamMetrics>,
     established: mpsc::Sender<TlsConnection>,
 ) {
     let permits = Arc::new(Semaphore::new(
@@ -288,6 +300,7 @@ async fn accept_loop(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             drop(tcp);
+            metrics.limited("connection_limit");
             refused.record(limits.max_connections);
             continue;
         };
@@ -300,6 +313,7 @@ async fn accept_loop(
             limits.handshake_timeout,
             permit,
             established.clone(),
+            metrics.clone(),
         ));
     }
 }
@@ -369,8 +383,16 @@ async fn handshake(
     deadline: Duration,
     permit: OwnedSemaphorePermit,
     established: mpsc::Sender<TlsConnection>,
+    metrics: Arc<StreamMetrics>,
 ) {
-    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+    let outcome = tokio::time::timeout(deadline, acceptor.accept(tcp)).await;
+    match &outcome {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if is_certificate_error(e) => metrics.handshake_failed("certificate"),
+        Ok(Err(_)) => metrics.handshake_failed("protocol"),
+        Err(_) => metrics.handshake_failed("timeout"),
+    }
+    match outcome {
         Ok(Ok(stream)) => {
             let connection = TlsConnection::new(stream, remote, permit);
             // Fails only when the server is shutting down: the connection is then dropped.

@@ -103,6 +103,14 @@ pub struct Store {
 impl Store {
     /// Connects, applies SQLite's durability and concurrency settings, and runs migrations.
     pub async fn open(options: &StoreOptions) -> Result<Self, StoreError> {
+        Self::open_measured(options, None).await
+    }
+
+    /// Like [`Store::open`], timing every statement into `metrics` when given.
+    pub(crate) async fn open_measured(
+        options: &StoreOptions,
+        metrics: Option<std::sync::Arc<crate::metrics::StreamMetrics>>,
+    ) -> Result<Self, StoreError> {
         let mut connect = ConnectOptions::new(options.url.clone());
         connect
             .max_connections(options.max_connections)
@@ -123,7 +131,10 @@ impl Store {
             .map_sqlx_postgres_opts(|opts| {
                 opts.options([("plan_cache_mode", "force_custom_plan")])
             });
-        let db = Database::connect(connect).await?;
+        let mut db = Database::connect(connect).await?;
+        if let Some(metrics) = metrics {
+            db.set_metric_callback(move |info| metrics.db_query(info.elapsed));
+        }
         let postgres_url =
             (db.get_database_backend() == DbBackend::Postgres).then(|| options.url.clone());
         let store = Self {
@@ -231,6 +242,22 @@ impl Store {
         };
         let _ = conn.close().await;
         Ok(output)
+    }
+
+    /// The pool's connections now: (idle, in use).
+    pub(crate) fn pool_connections(&self) -> (u32, u32) {
+        let (size, idle) = match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        (idle, size.saturating_sub(idle))
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

@@ -32,6 +32,8 @@ pub struct TestApp {
     pub database_url: String,
     /// The server's stream accounting.
     pub metrics: std::sync::Arc<opconnect::metrics::StreamMetrics>,
+    /// The Prometheus scrape address, when the settings asked for one.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), opconnect::server::ServerError>>>,
 }
@@ -140,6 +142,7 @@ pub async fn spawn_app_on(database_url: Option<String>) -> TestApp {
         _dir: dir,
         database_url,
         metrics,
+        metrics_addr: None,
         shutdown: Some(tx),
         handle: Some(handle),
     }
@@ -680,6 +683,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         _dir: dir,
         database_url,
         metrics: served.metrics,
+        metrics_addr: served.metrics_addr,
         shutdown: served.shutdown,
         handle: served.handle,
     }
@@ -688,6 +692,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// A gateway serving `settings`, whose files the test made itself (to restart it on them).
 pub struct Served {
     pub addr: std::net::SocketAddr,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     metrics: std::sync::Arc<opconnect::metrics::StreamMetrics>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), opconnect::server::ServerError>>>,
@@ -697,6 +702,7 @@ pub struct Served {
 pub async fn serve(settings: Settings) -> Served {
     let app = App::build(settings).await.expect("app builds");
     let addr = app.local_addr().expect("addr");
+    let metrics_addr = app.metrics_addr();
     let metrics = app.metrics();
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run_until(async move {
@@ -704,6 +710,7 @@ pub async fn serve(settings: Settings) -> Served {
     }));
     Served {
         addr,
+        metrics_addr,
         metrics,
         shutdown: Some(tx),
         handle: Some(handle),

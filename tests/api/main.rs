@@ -9,6 +9,7 @@ mod contention;
 mod durations;
 mod identity;
 mod limits;
+mod metrics;
 mod multi;
 mod numbers;
 mod records;
