@@ -128,6 +128,8 @@ pub enum AdminCommand {
         #[arg(long)]
         monthly: bool,
     },
+    /// The gateway's health and key figures, from its metrics endpoint.
+    Status(super::gateway_status::StatusArgs),
     /// Reconcile a carrier's durations with the platform's call records.
     Reconcile {
         /// Carrier id.
@@ -221,7 +223,8 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-async fn connect(args: &AdminArgs) -> anyhow::Result<PlatformServiceClient<Channel>> {
+/// A mutual-TLS channel to the gateway with the platform identity of `args`.
+async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
     crate::server::install_crypto_provider();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&args.ca)?))
@@ -233,7 +236,7 @@ async fn connect(args: &AdminArgs) -> anyhow::Result<PlatformServiceClient<Chann
         .connect()
         .await
         .with_context(|| format!("cannot connect to {}", args.endpoint))?;
-    Ok(PlatformServiceClient::new(channel))
+    Ok(channel)
 }
 
 fn print_number(n: &pb::TelephoneNumber) {
@@ -266,8 +269,12 @@ fn print_carrier(c: &pb::Carrier) {
 
 /// Runs one admin command and prints its result.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let mut client = connect(&args).await?;
+    let channel = channel(&args).await?;
+    let mut client = PlatformServiceClient::new(channel.clone());
     match args.command {
+        AdminCommand::Status(status) => {
+            super::gateway_status::run(channel, &status).await?;
+        }
         AdminCommand::CreateCarrier {
             id,
             name,

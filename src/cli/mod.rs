@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod certs;
+pub mod gateway_status;
 pub mod import;
 pub mod serve;
 mod status;

@@ -224,3 +224,53 @@ async fn the_dashboard_queries_only_exposed_metrics() {
         );
     }
 }
+
+/// `opconnect admin status` prints the health and the figures of a running gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_status_prints_health_and_figures() {
+    let app = spawn_app_with(|s| s.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    app.create_carrier("contoso").await;
+    let _watch = app
+        .carrier("contoso")
+        .await
+        .watch_numbers(pb::WatchNumbersRequest::default())
+        .await
+        .expect("watch");
+    let dir = tempfile::tempdir().unwrap();
+    let ops = app
+        .ca
+        .issue_client(
+            &opconnect::pki::Subject::Platform("ops".into()),
+            TRUST_DOMAIN,
+        )
+        .unwrap();
+    std::fs::write(dir.path().join("ops.pem"), &ops.cert_pem).unwrap();
+    std::fs::write(dir.path().join("ops.key"), &ops.key_pem).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), app.ca.cert_pem()).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_opconnect"));
+    command
+        .arg("admin")
+        .arg(format!("--endpoint=https://localhost:{}", app.addr.port()))
+        .arg(format!("--cert={}", dir.path().join("ops.pem").display()))
+        .arg(format!("--key={}", dir.path().join("ops.key").display()))
+        .arg(format!("--ca={}", dir.path().join("ca.pem").display()))
+        .arg("status")
+        .arg(format!(
+            "--metrics-url=http://{}/metrics",
+            app.metrics_addr.unwrap()
+        ))
+        .arg("--interval-secs=1");
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("SERVING"), "{stdout}");
+    assert!(stdout.contains("contoso"), "{stdout}");
+    assert!(stdout.contains("certificate days left"), "{stdout}");
+}
