@@ -320,11 +320,14 @@ impl<T: Wire> Source for RecordSource<T> {
         FOLLOW_RECHECK
     }
 
-    fn delivered(&self, message: &Self::Message) -> (u64, Option<i64>) {
-        let lag = self
+    fn delivered(&self, message: &Self::Message, signal: &CarrierSignal) -> (u64, Option<i64>) {
+        // The newest cursor known: the page's bounds, or a later commit's notice.
+        let latest = self
             .sent_cursor_latest
-            .map(|latest| latest - self.sent_cursor);
-        (T::records_in(message), lag)
+            .into_iter()
+            .chain([T::signal(signal)])
+            .max();
+        (T::records_in(message), latest.map(|l| l - self.sent_cursor))
     }
 }
 

@@ -76,9 +76,10 @@ pub(crate) trait Source: Send + Sync + 'static {
         None
     }
 
-    /// How many records or events `message` carries, and how far behind the newest it was
-    /// sent (when the source knows), for the delivery metrics.
-    fn delivered(&self, _message: &Self::Message) -> (u64, Option<i64>) {
+    /// How many records or events `message` carries, and how far behind the newest known
+    /// (`signal`, the carrier's latest published positions) it was sent, for the delivery
+    /// metrics.
+    fn delivered(&self, _message: &Self::Message, _signal: &CarrierSignal) -> (u64, Option<i64>) {
         (0, None)
     }
 }
@@ -196,7 +197,7 @@ impl<M: prost::Message + Send + 'static> Producer<M> {
             self.recheck_if_changed().await?;
             match source.next().await? {
                 Step::Send(message) => {
-                    let (records, lag) = source.delivered(&message);
+                    let (records, lag) = source.delivered(&message, &self.signals.borrow());
                     self.send(message).await?;
                     if records > 0 {
                         self.metrics.delivered(S::KIND, records, lag);

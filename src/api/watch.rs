@@ -251,8 +251,9 @@ impl Source for WatchSource {
         Some(checkpoint(pb::WatchCheckpointType::Progress, self.cursor))
     }
 
-    fn delivered(&self, message: &Self::Message) -> (u64, Option<i64>) {
-        (message.events.len() as u64, None)
+    fn delivered(&self, message: &Self::Message, signal: &CarrierSignal) -> (u64, Option<i64>) {
+        let lag = (signal.revision > 0).then(|| signal.revision - self.cursor);
+        (message.events.len() as u64, lag)
     }
 }
 
