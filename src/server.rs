@@ -297,6 +297,9 @@ impl App {
             metrics,
         } = self;
         let streams_end = CancellationToken::new();
+        // Before anything is announced: a SIGHUP sent once "listening on" is logged must find
+        // its handler (the default action of SIGHUP ends the process).
+        let reload = spawn_tls_reload(settings.clone(), tls.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<AssignmentServiceServer<AssignmentApi>>()
@@ -371,7 +374,6 @@ impl App {
                 .await;
             stopping.cancel();
         };
-        let reload = spawn_tls_reload(settings.clone(), tls.clone());
         let (incoming, accepting) =
             tls::incoming(listener, tls, ConnectionLimits::from_settings(&settings));
         // No `.tls_config`: `incoming` yields connections whose handshake is already done.
@@ -450,27 +452,38 @@ impl App {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal sent as soon as the server announces itself is a
+/// graceful shutdown rather than the signal's default action. Must be called inside the
+/// runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let wait = |installed: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match installed {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => {}
+                () = wait(terminate) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    {
+        async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
