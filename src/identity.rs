@@ -1,5 +1,5 @@
 //! Who is calling: the SPIFFE identity in the client certificate, read once per request by
-//! [`IdentityLayer`], which also opens the request's tracing span.
+//! [`IdentityLayer`], which also gives the request its id and opens its tracing span.
 //!
 //! The TLS handshake (`server::tls`) already proved the certificate was signed by the client
 //! CA and is not revoked, and put it in the request's [`PeerInfo`]; this module only reads
@@ -20,6 +20,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
+use crate::rpc_log::{Call, RequestId};
 use crate::server::tls::PeerInfo;
 
 /// The identity a client certificate proves.
@@ -124,9 +125,11 @@ fn peer_addr<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
         .map(PeerInfo::remote_addr)
 }
 
-/// Tower layer that reads the caller of every request, refuses requests without a usable
-/// identity with `UNAUTHENTICATED`, stores the [`Caller`] in the request extensions and runs
-/// the request inside a span carrying caller and method.
+/// Tower layer that gives every request its request id, reads its caller, refuses requests
+/// without a usable identity with `UNAUTHENTICATED`, stores the [`Caller`] in the request
+/// extensions, runs the request inside a span carrying method, caller and request id, and
+/// writes the per-RPC line when the call ends (`rpc_log`). Every response carries the request
+/// id in its `x-request-id` header, refusals included.
 #[derive(Debug, Clone)]
 pub struct IdentityLayer {
     trust_domain: Arc<str>,
@@ -134,7 +137,7 @@ pub struct IdentityLayer {
 
 impl IdentityLayer {
     /// A layer accepting identities of `trust_domain`.
-    pub fn new(trust_domain: &str) -> Self {
+    pub(crate) fn new(trust_domain: &str) -> Self {
         Self {
             trust_domain: trust_domain.into(),
         }
@@ -177,6 +180,8 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let request_id = RequestId::of(&req);
         let method = req.uri().path().to_owned();
         let caller = match peer_leaf(&req) {
             Some(leaf) => caller_from_certificate(&leaf, &self.trust_domain),
@@ -186,24 +191,37 @@ where
             Ok(caller) => caller,
             Err(why) => {
                 let peer = peer_addr(&req).map(|addr| addr.to_string());
-                tracing::warn!(%method, %why, peer = peer.as_deref().unwrap_or("unknown"), "refused: no usable identity");
-                let status = tonic::Status::from(ApiError::identity_missing(why));
-                return Box::pin(async move { Ok(status.into_http()) });
+                tracing::warn!(
+                    %method,
+                    %why,
+                    peer = peer.as_deref().unwrap_or("unknown"),
+                    request_id = request_id.as_str(),
+                    "refused: no usable identity"
+                );
+                let mut response = tonic::Status::from(ApiError::identity_missing(why)).into_http();
+                request_id.stamp(&mut response);
+                return Box::pin(async move { Ok(response) });
             }
         };
-        let span = tracing::info_span!("rpc", %method, caller = %caller);
+        let span = tracing::info_span!(
+            "rpc",
+            %method,
+            caller = %caller,
+            request_id = request_id.as_str()
+        );
+        let call = Call {
+            method,
+            caller: caller.to_string(),
+            request_id,
+            started,
+        };
         req.extensions_mut().insert(caller);
         // The clone that was made ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(
-            async move {
-                let started = Instant::now();
-                let response = inner.call(req).await?;
-                Ok(crate::rpc_log::log_response(response, started))
-            }
-            .instrument(span),
-        )
+        let response = inner.call(req).instrument(span);
+        // The end-of-call line is written outside the span: it carries the span's fields.
+        Box::pin(async move { Ok(crate::rpc_log::log_response(response.await?, call)) })
     }
 }
 
