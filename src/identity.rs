@@ -21,6 +21,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
 use crate::rpc_log::{Call, RequestId};
+use crate::server::health::DbCheck;
 use crate::server::tls::PeerInfo;
 
 /// The identity a client certificate proves.
@@ -133,13 +134,16 @@ fn peer_addr<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
 #[derive(Debug, Clone)]
 pub struct IdentityLayer {
     trust_domain: Arc<str>,
+    /// Nudged when a call ends `UNAVAILABLE`, so health checks the database at once.
+    db_check: DbCheck,
 }
 
 impl IdentityLayer {
     /// A layer accepting identities of `trust_domain`.
-    pub(crate) fn new(trust_domain: &str) -> Self {
+    pub(crate) fn new(trust_domain: &str, db_check: DbCheck) -> Self {
         Self {
             trust_domain: trust_domain.into(),
+            db_check,
         }
     }
 }
@@ -151,6 +155,7 @@ impl<S> Layer<S> for IdentityLayer {
         IdentityService {
             inner,
             trust_domain: self.trust_domain.clone(),
+            db_check: self.db_check.clone(),
         }
     }
 }
@@ -160,6 +165,7 @@ impl<S> Layer<S> for IdentityLayer {
 pub struct IdentityService<S> {
     inner: S,
     trust_domain: Arc<str>,
+    db_check: DbCheck,
 }
 
 impl<S, B> Service<http::Request<B>> for IdentityService<S>
@@ -214,6 +220,7 @@ where
             caller: caller.to_string(),
             request_id,
             started,
+            on_unavailable: Some(self.db_check.clone()),
         };
         req.extensions_mut().insert(caller);
         // The clone that was made ready is the one that must be called.

@@ -23,6 +23,8 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tonic::codegen::http::{self, HeaderMap, HeaderValue, Response};
 
+use crate::server::health::DbCheck;
+
 /// The metadata key that carries a call's request id, in the request and the response.
 pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -144,11 +146,17 @@ pub(crate) struct Call {
     pub(crate) caller: String,
     pub(crate) request_id: RequestId,
     pub(crate) started: Instant,
+    /// Asked for a database check when the call ends `UNAVAILABLE`: the database may be gone,
+    /// and health should not wait for its next periodic check to say so.
+    pub(crate) on_unavailable: Option<DbCheck>,
 }
 
 impl Call {
     /// Logs the end of the call with `code`, having sent `bytes`.
     fn end(&self, code: Code, bytes: u64) {
+        if let (Code::Unavailable, Some(check)) = (code, &self.on_unavailable) {
+            check.nudge();
+        }
         let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let name = code_name(code);
         // `parent: None`: the fields are all here; the request's span would repeat them.
@@ -302,6 +310,7 @@ mod tests {
             caller: "carrier/contoso".into(),
             request_id: RequestId::parse(b"req-1").unwrap(),
             started: Instant::now(),
+            on_unavailable: None,
         }
     }
 
@@ -449,6 +458,32 @@ mod tests {
         let b = RequestId::of(&http::Request::new(()));
         assert!(generated(&a) && generated(&b), "{a:?} {b:?}");
         assert_ne!(a, b);
+    }
+
+    /// A call that ends UNAVAILABLE (a unary error or a stream's last status) asks for a
+    /// database check; other codes do not.
+    #[test]
+    fn unavailable_calls_ask_for_a_database_check() {
+        use futures::FutureExt;
+        let requested = |check: &DbCheck| check.requested().now_or_never().is_some();
+        let check = DbCheck::default();
+        let watched = || Call {
+            on_unavailable: Some(check.clone()),
+            ..call()
+        };
+        let _ = log_response(tonic::Status::not_found("x").into_http(), watched());
+        drain(log_response(stream(vec![trailers(Code::Ok)]), watched()));
+        assert!(!requested(&check));
+        let _ = log_response(tonic::Status::unavailable("db").into_http(), watched());
+        assert!(requested(&check));
+        drain(log_response(
+            stream(vec![
+                Frame::data(Bytes::from_static(b"x")),
+                trailers(Code::Unavailable),
+            ]),
+            watched(),
+        ));
+        assert!(requested(&check));
     }
 
     /// Every code has its specification name.

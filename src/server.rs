@@ -1,8 +1,9 @@
-//! Wiring: TLS (our accept loop, `tls`), identity layer, services, health, reflection,
-//! retention, graceful shutdown.
+//! Wiring: TLS (our accept loop, `tls`), identity layer, services, health and the probe
+//! listener (`health`), reflection, retention, SIGHUP reload, graceful shutdown.
 //!
-//! [`App::build`] binds the listener and opens the store, so callers (and tests, with port 0)
-//! learn the address before serving; [`App::run_until`] serves until a shutdown future resolves.
+//! [`App::build`] binds the listeners and opens the store, so callers (and tests, with port 0)
+//! learn the addresses before serving; [`App::run_until`] serves until a shutdown future
+//! resolves.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,8 +31,10 @@ use crate::pb::v1::platform_service_server::PlatformServiceServer;
 use crate::retention::{self, RetentionPolicy};
 use crate::store::{Store, StoreOptions};
 
+pub(crate) mod health;
 pub(crate) mod tls;
 
+use health::ServiceHealth;
 use tls::{ConnectionLimits, ServerConfigCell};
 
 /// HTTP/2 PING interval on an idle connection, and how long the answer may take before the
@@ -94,6 +97,8 @@ pub enum ServerError {
 /// A bound, ready-to-serve gateway.
 pub struct App {
     listener: TcpListener,
+    /// The plaintext health-only listener of `--health-listen`, if configured.
+    health_listener: Option<TcpListener>,
     /// The rustls configuration of new connections (swapped by a SIGHUP reload).
     tls: ServerConfigCell,
     store: Store,
@@ -257,15 +262,14 @@ impl App {
             url: redact(&settings.database_url),
             detail: scrub(&source.to_string(), &settings.database_url),
         })?;
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let listener = bind(settings.listen).await?;
+        let health_listener = match settings.health_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            health_listener,
             tls,
             store,
             settings,
@@ -283,6 +287,12 @@ impl App {
         self.listener.local_addr()
     }
 
+    /// The address the plaintext health probe listener is bound to, when `--health-listen`
+    /// is set.
+    pub fn health_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.health_listener.as_ref().map(TcpListener::local_addr)
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, ends open streams with
     /// UNAVAILABLE and waits at most the grace period for calls to finish.
     pub async fn run_until(
@@ -291,6 +301,7 @@ impl App {
     ) -> Result<(), ServerError> {
         let App {
             listener,
+            health_listener,
             tls,
             store,
             settings,
@@ -300,19 +311,8 @@ impl App {
         // Before anything is announced: a SIGHUP sent once "listening on" is logged must find
         // its handler (the default action of SIGHUP ends the process).
         let reload = spawn_tls_reload(settings.clone(), tls.clone());
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<AssignmentServiceServer<AssignmentApi>>()
-            .await;
-        health
-            .set_serving::<PlatformServiceServer<PlatformApi>>()
-            .await;
-        health
-            .set_serving::<CallRecordServiceServer<CallRecordApi>>()
-            .await;
-        health
-            .set_serving::<CallDurationServiceServer<CallDurationApi>>()
-            .await;
+        let (health, health_service) = ServiceHealth::new().await;
+        let health_monitor = health.spawn_monitor(store.clone(), streams_end.clone());
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -331,6 +331,19 @@ impl App {
             Duration::from_secs(settings.purge_interval_secs.max(1)),
             streams_end.clone(),
         );
+        let probes = match health_listener {
+            Some(probe_listener) => {
+                match probe_listener.local_addr() {
+                    Ok(addr) => tracing::info!("health probes (plaintext) on {addr}"),
+                    Err(e) => tracing::warn!(error = %e, "probe listener has no local address"),
+                }
+                Some(health::spawn_probe_listener(
+                    probe_listener,
+                    health_service.clone(),
+                ))
+            }
+            None => None,
+        };
         match listener.local_addr() {
             Ok(addr) => {
                 tracing::info!(database = %redact(&settings.database_url), "listening on {addr}")
@@ -360,18 +373,8 @@ impl App {
         let signal = async move {
             shutdown.await;
             tracing::info!(grace_secs = grace.as_secs(), "shutting down");
-            health_on_stop
-                .set_not_serving::<AssignmentServiceServer<AssignmentApi>>()
-                .await;
-            health_on_stop
-                .set_not_serving::<CallRecordServiceServer<CallRecordApi>>()
-                .await;
-            health_on_stop
-                .set_not_serving::<CallDurationServiceServer<CallDurationApi>>()
-                .await;
-            health_on_stop
-                .set_not_serving::<PlatformServiceServer<PlatformApi>>()
-                .await;
+            // Every service and the overall status, on both listeners, before streams end.
+            health_on_stop.drain().await;
             stopping.cancel();
         };
         let (incoming, accepting) =
@@ -382,7 +385,10 @@ impl App {
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
-            .layer(IdentityLayer::new(&settings.trust_domain))
+            .layer(IdentityLayer::new(
+                &settings.trust_domain,
+                health.db_check(),
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -437,6 +443,10 @@ impl App {
         };
         streams_end.cancel();
         accepting.abort();
+        health_monitor.abort();
+        if let Some(task) = probes {
+            task.abort();
+        }
         if let Some(task) = reload {
             task.abort();
         }
@@ -485,6 +495,13 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
             }
         }
     }
+}
+
+/// Binds a listener; the error names the address.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 #[cfg(test)]
