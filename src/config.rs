@@ -24,6 +24,9 @@ pub enum LogFormat {
 pub struct Settings {
     /// Address of the mutual-TLS gRPC listener.
     pub listen: SocketAddr,
+    /// Address of the plaintext listener that serves only `grpc.health.v1.Health`, for load
+    /// balancers that cannot present a client certificate. None: no such listener.
+    pub health_listen: Option<SocketAddr>,
     /// `sqlite://...` or `postgres://...`.
     pub database_url: String,
     /// Maximum database connections in the pool.
@@ -77,6 +80,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            health_listen: None,
             database_url: "sqlite://opconnect.db?mode=rwc".into(),
             database_max_connections: 8,
             tls_cert: "certs/server.pem".into(),
@@ -114,6 +118,11 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Plaintext listener serving only grpc.health.v1.Health, for load-balancer probes
+    /// without a client certificate [default: none].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
     /// Database URL [default: sqlite://opconnect.db?mode=rwc].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,6 +200,7 @@ pub struct ServeFlags {
 /// prefixed) in the environment.
 pub const SETTING_KEYS: &[&str] = &[
     "listen",
+    "health_listen",
     "database_url",
     "database_max_connections",
     "tls_cert",
@@ -278,6 +288,42 @@ mod tests {
             assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 1)));
             assert_eq!(s.database_url, "sqlite://env.db");
             assert_eq!(s.trust_domain, "flag");
+            Ok(())
+        });
+    }
+
+    /// The probe listener is off by default, and set by the TOML key `health_listen`, by
+    /// `OPCONNECT_HEALTH_LISTEN` and by `--health-listen`.
+    #[test]
+    fn health_listen_is_off_unless_set() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(&ServeFlags::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.health_listen, None);
+            jail.create_file("opconnect.toml", "health_listen = \"127.0.0.1:8081\"\n")?;
+            let file = ServeFlags {
+                config: Some("opconnect.toml".into()),
+                ..Default::default()
+            };
+            let s = Settings::load(&file).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.health_listen,
+                Some(SocketAddr::from(([127, 0, 0, 1], 8081)))
+            );
+            jail.set_env("OPCONNECT_HEALTH_LISTEN", "127.0.0.1:8082");
+            let s = Settings::load(&file).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.health_listen,
+                Some(SocketAddr::from(([127, 0, 0, 1], 8082)))
+            );
+            let flag = ServeFlags {
+                health_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8083))),
+                ..file
+            };
+            let s = Settings::load(&flag).map_err(|e| e.to_string())?;
+            assert_eq!(
+                s.health_listen,
+                Some(SocketAddr::from(([0, 0, 0, 0], 8083)))
+            );
             Ok(())
         });
     }

@@ -1,5 +1,5 @@
 //! Who is calling: the SPIFFE identity in the client certificate, read once per request by
-//! [`IdentityLayer`], which also opens the request's tracing span.
+//! [`IdentityLayer`], which also gives the request its id and opens its tracing span.
 //!
 //! The TLS handshake (`server::tls`) already proved the certificate was signed by the client
 //! CA and is not revoked, and put it in the request's [`PeerInfo`]; this module only reads
@@ -9,6 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use rustls::pki_types::CertificateDer;
@@ -20,7 +21,8 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
 use crate::metrics::StreamMetrics;
-use crate::rpc_log::{CallEnd, log_response};
+use crate::rpc_log::{Call, RequestId};
+use crate::server::health::DbCheck;
 use crate::server::tls::PeerInfo;
 
 /// The identity a client certificate proves.
@@ -125,21 +127,26 @@ fn peer_addr<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
         .map(PeerInfo::remote_addr)
 }
 
-/// Tower layer that reads the caller of every request, refuses requests without a usable
-/// identity with `UNAUTHENTICATED`, stores the [`Caller`] in the request extensions and runs
-/// the request inside a span carrying caller and method.
+/// Tower layer that gives every request its request id, reads its caller, refuses requests
+/// without a usable identity with `UNAUTHENTICATED`, stores the [`Caller`] in the request
+/// extensions, runs the request inside a span carrying method, caller and request id, and
+/// writes the per-RPC line when the call ends (`rpc_log`). Every response carries the request
+/// id in its `x-request-id` header, refusals included.
 #[derive(Debug, Clone)]
 pub struct IdentityLayer {
     trust_domain: Arc<str>,
-    /// Where every call is counted, when the server keeps metrics.
-    metrics: Option<Arc<StreamMetrics>>,
+    /// Nudged when a call ends `UNAVAILABLE`, so health checks the database at once.
+    db_check: DbCheck,
+    /// Where every call is counted.
+    metrics: Arc<StreamMetrics>,
 }
 
 impl IdentityLayer {
     /// A layer accepting identities of `trust_domain`, counting every call in `metrics`.
-    pub(crate) fn new(trust_domain: &str, metrics: Option<Arc<StreamMetrics>>) -> Self {
+    pub(crate) fn new(trust_domain: &str, db_check: DbCheck, metrics: Arc<StreamMetrics>) -> Self {
         Self {
             trust_domain: trust_domain.into(),
+            db_check,
             metrics,
         }
     }
@@ -152,6 +159,7 @@ impl<S> Layer<S> for IdentityLayer {
         IdentityService {
             inner,
             trust_domain: self.trust_domain.clone(),
+            db_check: self.db_check.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -162,7 +170,8 @@ impl<S> Layer<S> for IdentityLayer {
 pub struct IdentityService<S> {
     inner: S,
     trust_domain: Arc<str>,
-    metrics: Option<Arc<StreamMetrics>>,
+    db_check: DbCheck,
+    metrics: Arc<StreamMetrics>,
 }
 
 impl<S, B> Service<http::Request<B>> for IdentityService<S>
@@ -183,6 +192,8 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let request_id = RequestId::of(&req);
         let method = req.uri().path().to_owned();
         let caller = match peer_leaf(&req) {
             Some(leaf) => caller_from_certificate(&leaf, &self.trust_domain),
@@ -192,29 +203,46 @@ where
             Ok(caller) => caller,
             Err(why) => {
                 let peer = peer_addr(&req).map(|addr| addr.to_string());
-                tracing::warn!(%method, %why, peer = peer.as_deref().unwrap_or("unknown"), "refused: no usable identity");
-                let status = tonic::Status::from(ApiError::identity_missing(why));
-                let end = CallEnd::new(method, String::new(), self.metrics.clone());
-                return Box::pin(async move { Ok(log_response(status.into_http(), end)) });
+                tracing::warn!(
+                    %method,
+                    %why,
+                    peer = peer.as_deref().unwrap_or("unknown"),
+                    request_id = request_id.as_str(),
+                    "refused: no usable identity"
+                );
+                let mut response = tonic::Status::from(ApiError::identity_missing(why)).into_http();
+                request_id.stamp(&mut response);
+                self.metrics
+                    .rpc(&method, "UNAUTHENTICATED", "", started.elapsed());
+                return Box::pin(async move { Ok(response) });
             }
         };
-        let span = tracing::info_span!("rpc", %method, caller = %caller);
+        let span = tracing::info_span!(
+            "rpc",
+            %method,
+            caller = %caller,
+            request_id = request_id.as_str()
+        );
         let carrier = match &caller {
             Caller::Carrier(id) => id.to_string(),
             Caller::Platform(_) => String::new(),
         };
-        let end = CallEnd::new(method, carrier, self.metrics.clone());
+        let call = Call {
+            method,
+            caller: caller.to_string(),
+            request_id,
+            started,
+            on_unavailable: Some(self.db_check.clone()),
+            carrier,
+            metrics: Some(self.metrics.clone()),
+        };
         req.extensions_mut().insert(caller);
         // The clone that was made ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(
-            async move {
-                let response = inner.call(req).await?;
-                Ok(log_response(response, end))
-            }
-            .instrument(span),
-        )
+        let response = inner.call(req).instrument(span);
+        // The end-of-call line is written outside the span: it carries the span's fields.
+        Box::pin(async move { Ok(crate::rpc_log::log_response(response.await?, call)) })
     }
 }
 

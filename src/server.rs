@@ -1,8 +1,9 @@
-//! Wiring: TLS (our accept loop, `tls`), identity layer, services, health, reflection,
-//! retention, graceful shutdown.
+//! Wiring: TLS (our accept loop, `tls`), identity layer, services, health and the probe
+//! listener (`health`), reflection, retention, SIGHUP reload, graceful shutdown.
 //!
-//! [`App::build`] binds the listener and opens the store, so callers (and tests, with port 0)
-//! learn the address before serving; [`App::run_until`] serves until a shutdown future resolves.
+//! [`App::build`] binds the listeners and opens the store, so callers (and tests, with port 0)
+//! learn the addresses before serving; [`App::run_until`] serves until a shutdown future
+//! resolves.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,9 +31,11 @@ use crate::pb::v1::platform_service_server::PlatformServiceServer;
 use crate::retention::{self, RetentionPolicy};
 use crate::store::{Store, StoreOptions};
 
+pub(crate) mod health;
 mod metrics_http;
 pub(crate) mod tls;
 
+use health::ServiceHealth;
 use tls::{ConnectionLimits, ServerConfigCell};
 
 /// HTTP/2 PING interval on an idle connection, and how long the answer may take before the
@@ -97,6 +100,8 @@ pub struct App {
     listener: TcpListener,
     /// The Prometheus scrape listener, when `--metrics-listen` is set.
     metrics_listener: Option<TcpListener>,
+    /// The plaintext health-only listener of `--health-listen`, if configured.
+    health_listener: Option<TcpListener>,
     /// The rustls configuration of new connections (swapped by a SIGHUP reload).
     tls: ServerConfigCell,
     store: Store,
@@ -276,24 +281,19 @@ impl App {
             url: redact(&settings.database_url),
             detail: scrub(&source.to_string(), &settings.database_url),
         })?;
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let listener = bind(settings.listen).await?;
         let metrics_listener = match settings.metrics_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::Bind { addr, source })?,
-            ),
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let health_listener = match settings.health_listen {
+            Some(addr) => Some(bind(addr).await?),
             None => None,
         };
         Ok(Self {
             listener,
             metrics_listener,
+            health_listener,
             tls,
             store,
             settings,
@@ -318,6 +318,12 @@ impl App {
         self.listener.local_addr()
     }
 
+    /// The address the plaintext health probe listener is bound to, when `--health-listen`
+    /// is set.
+    pub fn health_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.health_listener.as_ref().map(TcpListener::local_addr)
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, ends open streams with
     /// UNAVAILABLE and waits at most the grace period for calls to finish.
     pub async fn run_until(
@@ -327,6 +333,7 @@ impl App {
         let App {
             listener,
             metrics_listener,
+            health_listener,
             tls,
             store,
             settings,
@@ -341,19 +348,11 @@ impl App {
                 streams_end.clone(),
             ))
         });
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<AssignmentServiceServer<AssignmentApi>>()
-            .await;
-        health
-            .set_serving::<PlatformServiceServer<PlatformApi>>()
-            .await;
-        health
-            .set_serving::<CallRecordServiceServer<CallRecordApi>>()
-            .await;
-        health
-            .set_serving::<CallDurationServiceServer<CallDurationApi>>()
-            .await;
+        // Before anything is announced: a SIGHUP sent once "listening on" is logged must find
+        // its handler (the default action of SIGHUP ends the process).
+        let reload = spawn_tls_reload(settings.clone(), tls.clone(), metrics.clone());
+        let (health, health_service) = ServiceHealth::new().await;
+        let health_monitor = health.spawn_monitor(store.clone(), streams_end.clone());
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -372,6 +371,19 @@ impl App {
             Duration::from_secs(settings.purge_interval_secs.max(1)),
             streams_end.clone(),
         );
+        let probes = match health_listener {
+            Some(probe_listener) => {
+                match probe_listener.local_addr() {
+                    Ok(addr) => tracing::info!("health probes (plaintext) on {addr}"),
+                    Err(e) => tracing::warn!(error = %e, "probe listener has no local address"),
+                }
+                Some(health::spawn_probe_listener(
+                    probe_listener,
+                    health_service.clone(),
+                ))
+            }
+            None => None,
+        };
         match listener.local_addr() {
             Ok(addr) => {
                 tracing::info!(database = %redact(&settings.database_url), "listening on {addr}")
@@ -402,21 +414,10 @@ impl App {
         let signal = async move {
             shutdown.await;
             tracing::info!(grace_secs = grace.as_secs(), "shutting down");
-            health_on_stop
-                .set_not_serving::<AssignmentServiceServer<AssignmentApi>>()
-                .await;
-            health_on_stop
-                .set_not_serving::<CallRecordServiceServer<CallRecordApi>>()
-                .await;
-            health_on_stop
-                .set_not_serving::<CallDurationServiceServer<CallDurationApi>>()
-                .await;
-            health_on_stop
-                .set_not_serving::<PlatformServiceServer<PlatformApi>>()
-                .await;
+            // Every service and the overall status, on both listeners, before streams end.
+            health_on_stop.drain().await;
             stopping.cancel();
         };
-        let reload = spawn_tls_reload(settings.clone(), tls.clone(), metrics.clone());
         let (incoming, accepting) = tls::incoming(
             listener,
             tls,
@@ -431,7 +432,8 @@ impl App {
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
             .layer(IdentityLayer::new(
                 &settings.trust_domain,
-                Some(metrics.clone()),
+                health.db_check(),
+                metrics.clone(),
             ))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -487,6 +489,10 @@ impl App {
         };
         streams_end.cancel();
         accepting.abort();
+        health_monitor.abort();
+        if let Some(task) = probes {
+            task.abort();
+        }
         if let Some(task) = reload {
             task.abort();
         }
@@ -505,28 +511,46 @@ impl App {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal sent as soon as the server announces itself is a
+/// graceful shutdown rather than the signal's default action. Must be called inside the
+/// runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let wait = |installed: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match installed {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => {}
+                () = wait(terminate) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
+    #[cfg(not(unix))]
+    {
+        async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Binds a listener; the error names the address.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Persistence with sea-orm: SQLite (embedded default, WAL) or PostgreSQL, same code and
 //! migrations. Repositories return domain types; sea-orm models never leave this module.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sea_orm::{
@@ -98,6 +99,9 @@ pub struct Store {
     feed: Feed,
     /// The PostgreSQL URL, for the listener's own connection; `None` on SQLite.
     postgres_url: Option<String>,
+    /// The SQLite database file the pool opened (absolute), for [`Store::ping`]; `None` on
+    /// PostgreSQL and for an in-memory database.
+    sqlite_file: Option<PathBuf>,
 }
 
 impl Store {
@@ -137,10 +141,15 @@ impl Store {
         }
         let postgres_url =
             (db.get_database_backend() == DbBackend::Postgres).then(|| options.url.clone());
+        let sqlite_file = match db.get_database_backend() {
+            DbBackend::Sqlite => sqlite_main_file(&db).await?,
+            _ => None,
+        };
         let store = Self {
             db,
             feed: Feed::default(),
             postgres_url,
+            sqlite_file,
         };
         store.migrate().await?;
         Ok(store)
@@ -260,10 +269,57 @@ impl Store {
         (idle, size.saturating_sub(idle))
     }
 
+    /// Whether the database answers: `SELECT 1` through the pool and, on SQLite, a `SELECT`
+    /// on a fresh read-only connection to the database file. The second part is what notices
+    /// a SQLite database going away: the pool's connections keep their open file descriptors
+    /// and answer `SELECT 1` (and even commit) after the file was moved, deleted or had its
+    /// permissions removed, while every new connection would fail (or, with `mode=rwc`,
+    /// create an empty database). Cheap: one round trip, plus on SQLite one open and one read
+    /// of the file's first page. The caller bounds it with a timeout.
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.db.execute_unprepared("SELECT 1").await?;
+        if let Some(path) = &self.sqlite_file {
+            use sea_orm::sqlx::sqlite::SqliteConnectOptions;
+            use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+            let db_err = |e: sea_orm::sqlx::Error| StoreError::Db(DbErr::Custom(e.to_string()));
+            let mut conn = SqliteConnectOptions::new()
+                .filename(path)
+                .read_only(true)
+                .create_if_missing(false)
+                .connect()
+                .await
+                .map_err(db_err)?;
+            let read = sea_orm::sqlx::query("SELECT count(*) FROM sqlite_master")
+                .fetch_one(&mut conn)
+                .await;
+            let _ = conn.close().await;
+            read.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(self) -> Result<(), StoreError> {
         Ok(self.db.close().await?)
     }
+}
+
+/// The file of the `main` database of a SQLite pool, or `None` when it has none (in memory).
+async fn sqlite_main_file(db: &DatabaseConnection) -> Result<Option<PathBuf>, DbErr> {
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA database_list",
+        ))
+        .await?;
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        let file: String = row.try_get("", "file")?;
+        if name == "main" {
+            return Ok((!file.is_empty()).then(|| PathBuf::from(file)));
+        }
+    }
+    Ok(None)
 }
 
 /// The current time in Unix milliseconds.

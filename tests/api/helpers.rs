@@ -911,3 +911,158 @@ impl Drop for LoggedProcess {
         let _ = self.child.wait();
     }
 }
+
+// === operations: probe listener, health, logs, SIGHUP ===
+
+/// Starts a gateway like [`spawn_app_with`], with its plaintext probe listener on an
+/// ephemeral port; returns the app and the probe listener's address.
+pub async fn spawn_app_with_probe(
+    configure: impl FnOnce(&mut Settings),
+) -> (TestApp, std::net::SocketAddr) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = write_server_pki(dir.path());
+    let mut settings = test_settings(dir.path());
+    settings.database_url = fresh_database_url(dir.path()).await;
+    settings.health_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    configure(&mut settings);
+    let database_url = settings.database_url.clone();
+    let app = App::build(settings).await.expect("app builds");
+    let addr = app.local_addr().expect("addr");
+    let probe = app
+        .health_addr()
+        .expect("probe listener configured")
+        .expect("probe addr");
+    let metrics = app.metrics();
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    let app = TestApp {
+        addr,
+        ca,
+        _dir: dir,
+        database_url,
+        metrics,
+        metrics_addr: None,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    };
+    (app, probe)
+}
+
+impl TestApp {
+    /// Starts the shutdown without waiting for it (see [`TestApp::stop`]).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Whether the server has stopped serving.
+    pub fn has_stopped(&self) -> bool {
+        self.handle.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// The directory holding the test's certificates and SQLite database.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+}
+
+/// A plaintext channel to a probe listener: no TLS, no client certificate.
+pub async fn plaintext_channel(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("plaintext connect")
+}
+
+/// What `grpc.health.v1.Health/Check` reports for `service` over `channel`.
+pub async fn health_status(
+    channel: &Channel,
+    service: &str,
+) -> Result<tonic_health::pb::health_check_response::ServingStatus, Status> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let response = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await?;
+    Ok(response.into_inner().status())
+}
+
+/// Every service whose health is reported: the overall server and the four services.
+pub const HEALTH_SERVICES: [&str; 5] = [
+    "",
+    "opconnect.v1.AssignmentService",
+    "opconnect.v1.CallRecordService",
+    "opconnect.v1.CallDurationService",
+    "opconnect.v1.PlatformService",
+];
+
+/// Sends SIGHUP to `child`.
+pub fn send_sighup(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -HUP failed");
+}
+
+impl LoggedProcess {
+    /// Every log line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("lock").clone()
+    }
+}
+
+/// Starts `opconnect serve` like [`spawn_server_with`] with `--log-format json` and `extra`
+/// flags, keeping its log lines (one JSON object each).
+pub fn spawn_server_json(
+    dir: &std::path::Path,
+    database_url: &str,
+    extra: &[&str],
+) -> LoggedProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opconnect"))
+        .arg("serve")
+        .arg("--listen=127.0.0.1:0")
+        .arg("--log-format=json")
+        .arg(format!("--database-url={database_url}"))
+        .arg(format!("--tls-cert={}", dir.join("server.pem").display()))
+        .arg(format!("--tls-key={}", dir.join("server.key").display()))
+        .arg(format!("--client-ca={}", dir.join("ca.pem").display()))
+        .arg("--shutdown-grace-secs=5")
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn opconnect");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let addr = loop {
+        let line = lines.next().expect("server exited early").expect("read");
+        let parsed: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        let addr = parsed["message"]
+            .as_str()
+            .and_then(|message| message.strip_prefix("listening on "))
+            .map(|addr| addr.parse().expect("address"));
+        log.lock().expect("lock").push(line);
+        if let Some(addr) = addr {
+            break addr;
+        }
+    };
+    let keep = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            keep.lock().expect("lock").push(line);
+        }
+    });
+    LoggedProcess { child, addr, log }
+}
