@@ -9,34 +9,26 @@
 //! `OPCONNECT_BENCH_QUICK=1` measures everything at a small size, in seconds. A missed target
 //! is a result; the run fails only when something errors.
 //!
-//! The idle-stream memory is measured in child processes (this binary again, with
-//! `OPCONNECT_BENCH_CHILD` set), so that the heap left by the other measurements cannot hide
-//! the streams' growth.
+//! The idle-stream memory is that of a server in a child process (this binary again, with
+//! `OPCONNECT_BENCH_CHILD` set; see support/child.rs), so that it counts the server's side of
+//! the streams only and no heap left by the other measurements hides their growth.
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use opconnect::pb::v1::platform_service_client::PlatformServiceClient;
 use support::report::Figures;
 use support::setup::{self, Databases, Echo, Gateway, Pki};
-use support::{Scale, baseline, measure, per_second, percentile};
-
-/// Set in a child process to the one measurement it makes: `idle-gateway` or `idle-bare`.
-const CHILD_VAR: &str = "OPCONNECT_BENCH_CHILD";
-/// A child prints its figure on a line starting with this.
-const CHILD_OUTPUT: &str = "idle_bytes_per_stream=";
+use support::{Scale, baseline, child, measure, per_second, percentile};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let scale = Scale::from_env();
-    if let Ok(kind) = std::env::var(CHILD_VAR) {
-        let bytes = idle_child(&kind, &scale).await?;
-        println!("{CHILD_OUTPUT}{bytes}");
-        return Ok(());
+    if let Ok(kind) = std::env::var(child::CHILD_VAR) {
+        return child::serve(&kind).await;
     }
+    let scale = Scale::from_env();
     let started = Instant::now();
     let pki = Pki::generate()?;
     let databases = Databases::from_env()?;
@@ -65,8 +57,8 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
     let t = Instant::now();
     let mut f = Figures::default();
     step(&format!("{}: starting the gateway", databases.backend()), t);
-    let gateway = Gateway::start(pki, databases.fresh("gateway").await?).await?;
-    let echo = Echo::start(pki).await?;
+    let gateway = Gateway::start(pki.server_files(), databases.fresh("gateway").await?).await?;
+    let echo = Echo::start(pki.server_files()).await?;
     let platform_channel = setup::channel(gateway.addr, pki, &pki.platform).await?;
     let carrier_channel = setup::channel(gateway.addr, pki, &pki.carrier).await?;
     setup::prepare_carrier(
@@ -136,65 +128,12 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
     echo.stop().await?;
 
     step(
-        "idle streams: gateway, then bare tonic (child processes)",
+        "idle streams: gateway, then bare tonic (each in a child process)",
         t,
     );
     f.idle_streams = scale.idle_streams;
-    f.idle_stream_bytes = run_child("idle-gateway").await?;
-    f.idle_bare_stream_bytes = run_child("idle-bare").await?;
+    f.idle_stream_bytes = measure::idle_gateway_streams(pki, scale).await?;
+    f.idle_bare_stream_bytes = measure::idle_bare_streams(pki, scale).await?;
     step("measured", t);
     Ok(f)
-}
-
-/// Runs this binary again as the child `kind` and returns the figure it prints.
-async fn run_child(kind: &str) -> Result<f64> {
-    let exe = std::env::current_exe()?;
-    let kind_owned = kind.to_owned();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(exe)
-            .env(CHILD_VAR, kind_owned)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-    })
-    .await??;
-    anyhow::ensure!(
-        output.status.success(),
-        "the {kind} child failed: {}",
-        output.status
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .find_map(|line| line.strip_prefix(CHILD_OUTPUT))
-        .context("the child printed no figure")?
-        .trim()
-        .parse::<f64>()
-        .with_context(|| format!("the {kind} child's figure"))
-}
-
-/// The idle-stream measurement `kind` in this (child) process, on its own servers.
-async fn idle_child(kind: &str, scale: &Scale) -> Result<f64> {
-    let pki = Pki::generate()?;
-    match kind {
-        "idle-gateway" => {
-            let databases = Databases::from_env()?;
-            let measured = async {
-                let gateway = Gateway::start(&pki, databases.fresh("idle").await?).await?;
-                let bytes = measure::idle_gateway_streams(&gateway, &pki, scale).await?;
-                gateway.stop().await?;
-                Ok::<_, anyhow::Error>(bytes)
-            }
-            .await;
-            databases.drop_created().await?;
-            measured
-        }
-        "idle-bare" => {
-            let echo = Echo::start(&pki).await?;
-            let bytes = measure::idle_bare_streams(&echo, &pki, scale).await?;
-            echo.stop().await?;
-            Ok(bytes)
-        }
-        other => anyhow::bail!("{CHILD_VAR}={other}: expected idle-gateway or idle-bare"),
-    }
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
+use super::child::{ChildServer, ServerKind};
 use super::setup::{self, Gateway, Pki};
 use super::{Scale, ms, sorted};
 
@@ -438,12 +439,12 @@ async fn watch(
 
 // === Idle streams ===
 
-/// Resident memory per idle stream: `n` streams opened with `open` over `channels`, each
-/// having received its first message from `first_message` (so every server-side producer
-/// is past its start-up and waiting), measured as this process's growth in resident memory
-/// from before the first stream to after the last. The client's side of each stream is in
-/// the figure too: client and server share the process.
-pub async fn idle_bytes_per_stream<S, F, Fut, W, WFut>(
+/// The server's resident memory per idle stream: `n` streams opened with `open` over
+/// `channels`, each having received its first message from `first_message` (so every
+/// server-side producer is past its start-up and waiting again), measured as the growth of the
+/// child `server`'s resident memory from before the first stream to after the last.
+async fn idle_bytes_per_stream<S, F, Fut, W, WFut>(
+    server: &mut ChildServer,
     channels: &[Channel],
     n: usize,
     open: F,
@@ -455,26 +456,28 @@ where
     W: FnOnce(Vec<S>) -> WFut,
     WFut: Future<Output = Result<Vec<S>>>,
 {
-    let before = super::resident_bytes()?;
+    let before = server.resident_bytes()?;
     let streams = open_streams(channels, n, open).await?;
     let streams = first_message(streams).await?;
     // Let the last producers finish their turn and go back to waiting.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = super::resident_bytes()?;
+    let after = server.resident_bytes()?;
     drop(streams);
     Ok(after.saturating_sub(before) as f64 / n.max(1) as f64)
 }
 
-/// Idle `WatchNumbers` streams on the gateway: opened after the current revision, woken once
-/// by one change.
-pub async fn idle_gateway_streams(gateway: &Gateway, pki: &Pki, scale: &Scale) -> Result<f64> {
+/// Idle `WatchNumbers` streams on a gateway in a child process: opened after the current
+/// revision, woken once by one change.
+pub async fn idle_gateway_streams(pki: &Pki, scale: &Scale) -> Result<f64> {
+    let mut server = ChildServer::spawn(ServerKind::Gateway, pki)?;
     let mut platform =
-        PlatformServiceClient::new(setup::channel(gateway.addr, pki, &pki.platform).await?);
+        PlatformServiceClient::new(setup::channel(server.addr, pki, &pki.platform).await?);
     setup::prepare_carrier(&mut platform, 1).await?;
     let connections =
-        setup::channels(gateway.addr, pki, &pki.carrier, scale.idle_connections).await?;
+        setup::channels(server.addr, pki, &pki.carrier, scale.idle_connections).await?;
     let revision = current_revision(&connections[0]).await?;
     let bytes = idle_bytes_per_stream(
+        &mut server,
         &connections,
         scale.idle_streams,
         |channel| open_watch(channel, revision),
@@ -489,16 +492,20 @@ pub async fn idle_gateway_streams(gateway: &Gateway, pki: &Pki, scale: &Scale) -
         },
     )
     .await?;
-    gateway.streams_ended().await?;
+    drop(connections);
+    server.stop()?;
     Ok(bytes)
 }
 
-/// Idle `grpc.health.v1.Health/Watch` streams on the bare tonic server, each having
-/// received the current status.
-pub async fn idle_bare_streams(echo: &setup::Echo, pki: &Pki, scale: &Scale) -> Result<f64> {
+/// Idle `grpc.health.v1.Health/Watch` streams on a bare tonic server in a child process, each
+/// having received the current status.
+pub async fn idle_bare_streams(pki: &Pki, scale: &Scale) -> Result<f64> {
     use tonic_health::pb::health_client::HealthClient;
-    let connections = setup::channels(echo.addr, pki, &pki.carrier, scale.idle_connections).await?;
-    idle_bytes_per_stream(
+    let mut server = ChildServer::spawn(ServerKind::Bare, pki)?;
+    let connections =
+        setup::channels(server.addr, pki, &pki.carrier, scale.idle_connections).await?;
+    let bytes = idle_bytes_per_stream(
+        &mut server,
         &connections,
         scale.idle_streams,
         |channel| async move {
@@ -516,5 +523,8 @@ pub async fn idle_bare_streams(echo: &setup::Echo, pki: &Pki, scale: &Scale) -> 
             Ok(streams)
         },
     )
-    .await
+    .await?;
+    drop(connections);
+    server.stop()?;
+    Ok(bytes)
 }

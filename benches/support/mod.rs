@@ -1,7 +1,9 @@
 //! The pieces of the gateway benchmark: the set-up (PKI, databases, servers, test data), the
-//! measurements through the gateway, the baselines straight on the database, and the report.
+//! measurements through the gateway, the baselines straight on the database, the child process
+//! that holds a server for the memory measurement, and the report.
 
 pub mod baseline;
+pub mod child;
 pub mod measure;
 pub mod report;
 pub mod setup;

@@ -42,7 +42,7 @@ pub struct Figures {
     pub write_p50_ms_no_watchers: f64,
     pub idle_streams: usize,
     pub idle_stream_bytes: f64,
-    /// Table only: the same idle streams on the bare tonic server, client side included.
+    /// Table only: the same number of idle streams on the bare tonic server.
     pub idle_bare_stream_bytes: f64,
     /// Table only: mean length of the `record` column the gateway wrote.
     pub gateway_record_bytes: f64,
@@ -233,10 +233,11 @@ impl Figures {
             out.push('\n');
         }
         out.push_str(&format!(
-            "baselines: ingest/durations = sea-orm multi-row inserts, same schema and commit size, fresh \
-             database; stream = one plain query; unary and idle = bare tonic Health over the same mTLS.\n\
-             record column: gateway {:.0} B, ingest baseline {:.0} B per record (mean). Idle bytes include \
-             the client's side of each stream (same process).\n",
+            "baselines: ingest and durations = sea-orm multi-row inserts, same schema and commit \
+             size, fresh database; stream = one plain query on the same database; unary = bare \
+             tonic Health/Check over the same mutual TLS; idle = bare tonic Health/Watch streams.\n\
+             idle bytes = growth of the server process's resident memory per stream (the server \
+             alone in a child process). record column: gateway {:.0} B, baseline {:.0} B (mean).\n",
             self.gateway_record_bytes, self.baseline_record_bytes
         ));
         out

@@ -4,7 +4,7 @@
 //! to them, and the test data.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -63,17 +63,9 @@ impl Pki {
         })
     }
 
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-
-    /// The server side of mutual TLS exactly as the gateway builds it (src/server.rs).
-    fn server_tls(&self) -> Result<ServerTlsConfig> {
-        let cert = std::fs::read(self.path("server.pem"))?;
-        let key = std::fs::read(self.path("server.key"))?;
-        Ok(ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert, key))
-            .client_ca_root(Certificate::from_pem(&self.ca_pem)))
+    /// The directory of the servers' files: `ca.pem`, `server.pem`, `server.key`.
+    pub fn server_files(&self) -> &Path {
+        self.dir.path()
     }
 }
 
@@ -225,16 +217,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway on `database_url` with the default settings, except the two
-    /// per-carrier limits: the benchmark holds thousands of one carrier's streams and calls
-    /// far above 200/s, and measures the gateway, not its limits.
-    pub async fn start(pki: &Pki, database_url: String) -> Result<Self> {
+    /// Builds the gateway on `database_url` with the TLS files in `files` (see
+    /// [`Pki::server_files`]) and the default settings, except the two per-carrier limits: the
+    /// benchmark holds thousands of one carrier's streams and calls far above 200/s, and
+    /// measures the gateway, not its limits.
+    pub async fn start(files: &Path, database_url: String) -> Result<Self> {
         let settings = Settings {
             listen: "127.0.0.1:0".parse()?,
             database_url: database_url.clone(),
-            tls_cert: pki.path("server.pem"),
-            tls_key: pki.path("server.key"),
-            client_ca: pki.path("ca.pem"),
+            tls_cert: files.join("server.pem"),
+            tls_key: files.join("server.key"),
+            client_ca: files.join("ca.pem"),
             trust_domain: TRUST_DOMAIN.into(),
             max_streams_per_carrier: 100_000,
             rate_limit_per_carrier: 0,
@@ -290,14 +283,22 @@ pub struct Echo {
 }
 
 impl Echo {
-    /// Starts it on 127.0.0.1 with an ephemeral port.
-    pub async fn start(pki: &Pki) -> Result<Self> {
+    /// Starts it on 127.0.0.1 with an ephemeral port and the TLS files in `files`, set up as
+    /// the gateway sets them up (src/server.rs).
+    pub async fn start(files: &Path) -> Result<Self> {
+        opconnect::server::install_crypto_provider();
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                std::fs::read(files.join("server.pem"))?,
+                std::fs::read(files.join("server.key"))?,
+            ))
+            .client_ca_root(Certificate::from_pem(std::fs::read(files.join("ca.pem"))?));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (_reporter, health) = tonic_health::server::health_reporter();
         let (stop, stopped) = oneshot::channel::<()>();
         let serve = Server::builder()
-            .tls_config(pki.server_tls()?)?
+            .tls_config(tls)?
             .add_service(health)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
                 let _ = stopped.await;
