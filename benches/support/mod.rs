@@ -1,0 +1,131 @@
+//! The pieces of the gateway benchmark: the set-up (PKI, databases, servers, test data), the
+//! measurements through the gateway, the baselines straight on the database, the child process
+//! that holds a server for the memory measurement, and the report.
+
+pub mod baseline;
+pub mod child;
+pub mod measure;
+pub mod report;
+pub mod setup;
+
+use std::time::Duration;
+
+/// Records the server commits at once (`COMMIT_EVERY` in src/api/ingest.rs); the baselines
+/// commit as often, so both pay the same number of commits.
+pub const COMMIT_EVERY: usize = 2_000;
+
+/// How big each measurement is: DESIGN §7's sizes, or a small run that only proves the harness
+/// still works (`OPCONNECT_BENCH_QUICK=1`, what CI runs).
+#[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    /// Whether this is the small run.
+    pub quick: bool,
+    /// Call records ingested and streamed back, and durations reported.
+    pub records: usize,
+    /// Records per ingestion or upload message (what the performance issue measured).
+    pub per_message: usize,
+    /// Concurrent unary callers, spread over `unary_channels` connections.
+    pub unary_callers: usize,
+    /// Connections the unary callers share.
+    pub unary_channels: usize,
+    /// How long each unary measurement runs, after an unmeasured warm-up of a tenth of it.
+    pub unary_time: Duration,
+    /// Watchers of the carrier during the fan-out.
+    pub watchers: usize,
+    /// Connections the watchers are spread over (h2 dislikes thousands of streams opening on
+    /// one connection at once).
+    pub watcher_connections: usize,
+    /// Number changes made with and without watchers.
+    pub changes: usize,
+    /// Changes per second.
+    pub change_rate: u32,
+    /// Idle watch streams held open for the memory measurement.
+    pub idle_streams: usize,
+    /// Connections the idle streams are spread over.
+    pub idle_connections: usize,
+}
+
+impl Scale {
+    /// DESIGN §7's sizes.
+    pub fn full() -> Self {
+        Self {
+            quick: false,
+            records: 200_000,
+            per_message: 500,
+            unary_callers: 64,
+            unary_channels: 4,
+            unary_time: Duration::from_secs(5),
+            watchers: 1_000,
+            watcher_connections: 10,
+            changes: 200,
+            change_rate: 20,
+            idle_streams: 10_000,
+            idle_connections: 50,
+        }
+    }
+
+    /// The same measurements, small enough to run in seconds.
+    pub fn quick() -> Self {
+        Self {
+            quick: true,
+            records: 2_000,
+            unary_time: Duration::from_millis(300),
+            watchers: 50,
+            watcher_connections: 5,
+            changes: 20,
+            idle_streams: 200,
+            idle_connections: 5,
+            ..Self::full()
+        }
+    }
+
+    /// The scale `OPCONNECT_BENCH_QUICK` asks for (set and not `0`: quick).
+    pub fn from_env() -> Self {
+        match std::env::var("OPCONNECT_BENCH_QUICK") {
+            Ok(v) if !v.is_empty() && v != "0" => Self::quick(),
+            _ => Self::full(),
+        }
+    }
+}
+
+/// The `p`th percentile (0-100) of ascending `sorted` samples, by nearest rank; 0 when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Sorts samples for [`percentile`].
+pub fn sorted(mut samples: Vec<f64>) -> Vec<f64> {
+    samples.sort_by(f64::total_cmp);
+    samples
+}
+
+/// A duration in milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1_000.0
+}
+
+/// Items per second.
+pub fn per_second(items: usize, elapsed: Duration) -> f64 {
+    items as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
+}
+
+/// This process's resident memory (`VmRSS` of /proc/self/status), in bytes.
+pub fn resident_bytes() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS line in /proc/self/status"))?;
+    Ok(kib * 1024)
+}
