@@ -27,6 +27,12 @@ use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 use x509_parser::x509::X509Name;
 
+mod crl;
+mod files;
+
+pub use crl::revoke;
+use files::{issued_paths, refuse_unsafe_target, write_file, write_issued};
+
 /// Trust domain used in SPIFFE URIs when none is configured.
 pub const DEFAULT_TRUST_DOMAIN: &str = "opconnect";
 
@@ -644,214 +650,6 @@ fn read(path: &Path) -> Result<String, PkiError> {
     })
 }
 
-/// `certs revoke`: adds the certificate `dir/<file_stem>.pem` to the CA's revocation list
-/// `dir/crl.pem` (created when missing), keeping every serial already listed and raising the
-/// CRL number by one. The certificate and an existing CRL must have been issued by the CA in
-/// `dir`. A serial already listed keeps its first revocation time. Returns the CRL's path.
-pub fn revoke(dir: &Path, subject: &Subject) -> Result<PathBuf, PkiError> {
-    validate_identity_name(subject.name())?;
-    let ca = load_ca(dir).map_err(|source| PkiError::LoadCa {
-        dir: dir.to_owned(),
-        source: Box::new(source),
-    })?;
-    let ca_der = ca.cert_der()?;
-    let (_, ca_cert) = X509Certificate::from_der(&ca_der)
-        .map_err(|e| PkiError::InvalidCa(format!("cannot parse the certificate: {e}")))?;
-    let crl_path = dir.join(CRL_FILE_NAME);
-    refuse_unsafe_target(&crl_path)?;
-
-    let cert_path = dir.join(format!("{}.pem", subject.file_stem()));
-    let serial = certificate_serial(&cert_path, &ca_cert)?;
-    let CrlContents {
-        mut revoked,
-        number,
-    } = match fs::symlink_metadata(&crl_path) {
-        Ok(_) => crl_contents(&crl_path, &ca_cert)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => CrlContents {
-            revoked: Vec::new(),
-            number: vec![0],
-        },
-        Err(source) => {
-            return Err(PkiError::Read {
-                path: crl_path,
-                source,
-            });
-        }
-    };
-    if !revoked
-        .iter()
-        .any(|(listed, _)| unsigned(listed) == unsigned(&serial))
-    {
-        revoked.push((serial, OffsetDateTime::now_utc()));
-    }
-    let crl = ca.revocation_list(&revoked, &increment(&number))?;
-    write_file(&crl_path, &crl, PUBLIC_FILE_MODE)?;
-    Ok(crl_path)
-}
-
-/// The serial number of the certificate in `path`, which `ca` must have issued (by name and
-/// signature: two CAs made by `certs init` have the same name).
-fn certificate_serial(path: &Path, ca: &X509Certificate<'_>) -> Result<Vec<u8>, PkiError> {
-    let pem = read(path)?;
-    let parse_error = |reason: String| PkiError::Parse {
-        path: path.to_owned(),
-        reason,
-    };
-    let (_, pem) = parse_x509_pem(pem.as_bytes()).map_err(|e| parse_error(e.to_string()))?;
-    let cert = pem.parse_x509().map_err(|e| parse_error(e.to_string()))?;
-    let signed_by_ca = cert.issuer().as_raw() == ca.subject().as_raw()
-        && cert.verify_signature(Some(ca.public_key())).is_ok();
-    if !signed_by_ca {
-        return Err(PkiError::ForeignIssuer(path.to_owned()));
-    }
-    Ok(cert.raw_serial().to_vec())
-}
-
-/// What `revoke` keeps of an existing CRL.
-struct CrlContents {
-    revoked: Vec<RevokedSerial>,
-    /// The CRL number, big-endian unsigned.
-    number: Vec<u8>,
-}
-
-/// The revoked serials and the CRL number of the CRL in `path`, which `ca` must have issued
-/// (name and signature). A CRL without a number counts as number 0.
-fn crl_contents(path: &Path, ca: &X509Certificate<'_>) -> Result<CrlContents, PkiError> {
-    let pem = read(path)?;
-    let parse_error = |reason: String| PkiError::Parse {
-        path: path.to_owned(),
-        reason,
-    };
-    let (_, pem) = parse_x509_pem(pem.as_bytes()).map_err(|e| parse_error(e.to_string()))?;
-    let (_, crl) = CertificateRevocationList::from_der(&pem.contents)
-        .map_err(|e| parse_error(e.to_string()))?;
-    let signed_by_ca = crl.issuer().as_raw() == ca.subject().as_raw()
-        && crl.verify_signature(ca.public_key()).is_ok();
-    if !signed_by_ca {
-        return Err(PkiError::ForeignIssuer(path.to_owned()));
-    }
-    let revoked = crl
-        .iter_revoked_certificates()
-        .map(|entry| {
-            (
-                entry.raw_serial().to_vec(),
-                entry.revocation_date.to_datetime(),
-            )
-        })
-        .collect();
-    let number = crl
-        .crl_number()
-        .map_or_else(|| vec![0], |n| n.to_bytes_be());
-    Ok(CrlContents { revoked, number })
-}
-
-/// A DER INTEGER's content without the leading zero bytes that keep it positive, so that two
-/// encodings of one serial compare equal.
-fn unsigned(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-    &bytes[start..]
-}
-
-/// The big-endian unsigned number one higher than `number`.
-fn increment(number: &[u8]) -> Vec<u8> {
-    let mut out = number.to_vec();
-    for byte in out.iter_mut().rev() {
-        let (sum, carry) = byte.overflowing_add(1);
-        *byte = sum;
-        if !carry {
-            return out;
-        }
-    }
-    out.insert(0, 1);
-    out
-}
-
-/// Paths of `<stem>.pem` and `<stem>.key` in `dir`.
-fn issued_paths(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!("{stem}.pem")),
-        dir.join(format!("{stem}.key")),
-    )
-}
-
-/// Writes `<stem>.pem` and `<stem>.key` into `dir`, checking both targets before writing
-/// either, so a refused key leaves no new certificate behind.
-fn write_issued(dir: &Path, stem: &str, issued: &Issued) -> Result<(PathBuf, PathBuf), PkiError> {
-    let (cert_path, key_path) = issued_paths(dir, stem);
-    refuse_unsafe_target(&cert_path)?;
-    refuse_unsafe_target(&key_path)?;
-    write_file(&cert_path, &issued.cert_pem, PUBLIC_FILE_MODE)?;
-    write_file(&key_path, &issued.key_pem, PRIVATE_KEY_MODE)?;
-    Ok((cert_path, key_path))
-}
-
-/// Refuses a target that is a symbolic link (whose target an attacker chose) or anything but
-/// a regular file; a missing one is fine.
-fn refuse_unsafe_target(path: &Path) -> Result<(), PkiError> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(PkiError::Symlink(path.to_owned())),
-        Ok(meta) if !meta.is_file() => Err(PkiError::NotAFile(path.to_owned())),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(PkiError::Read {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-/// Writes `contents` to `path` with `mode` without ever following a symbolic link: a target
-/// that is one is refused; the data goes to a new file in the same directory (created with
-/// `O_CREAT | O_EXCL`, which fails on an existing name, link or not) with its final mode from
-/// the start, which then replaces `path` by `rename` (which replaces a name, never writes
-/// through one). Readers see the old file or the new one, never a partial one.
-fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
-    refuse_unsafe_target(path)?;
-    let write_error = |source| PkiError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(PkiError::NotAFile(path.to_owned()));
-    };
-    let temporary = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    // Left over from an interrupted run; `remove_file` removes a link, not its target.
-    match fs::remove_file(&temporary) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => return Err(write_error(source)),
-    }
-    let written = replace_with_new_file(&temporary, path, contents, mode);
-    if written.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    written.map_err(write_error)
-}
-
-/// Creates `temporary` (which must not exist), fills it and renames it to `path`.
-fn replace_with_new_file(
-    temporary: &Path,
-    path: &Path,
-    contents: &str,
-    mode: u32,
-) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(temporary)?;
-    // The umask may have narrowed the mode; make it exactly `mode`.
-    file.set_permissions(Permissions::from_mode(mode))?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(temporary, path)?;
-    // Makes the rename itself durable.
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
-        _ => fs::File::open(".")?.sync_all(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::error::Error;
@@ -864,6 +662,7 @@ mod tests {
     use x509_parser::extensions::GeneralName;
     use x509_parser::prelude::FromDer;
 
+    use super::crl::{increment, unsigned};
     use super::*;
 
     type TestResult = Result<(), Box<dyn Error>>;
