@@ -842,6 +842,22 @@ pub fn spawn_server_with(
     database_url: &str,
     extra: &[&str],
 ) -> LoggedProcess {
+    spawn_logged(dir, database_url, extra, |line| {
+        line.split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|addr| addr.parse().expect("address"))
+    })
+}
+
+/// Starts `opconnect serve` on the PKI in `dir` with `extra` flags, keeping every log line;
+/// `listening` finds the address in the line that announces it.
+fn spawn_logged(
+    dir: &std::path::Path,
+    database_url: &str,
+    extra: &[&str],
+    listening: fn(&str) -> Option<std::net::SocketAddr>,
+) -> LoggedProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_opconnect"))
         .arg("serve")
         .arg("--listen=127.0.0.1:0")
@@ -862,11 +878,7 @@ pub fn spawn_server_with(
     let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
     let addr = loop {
         let line = lines.next().expect("server exited early").expect("read");
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(|addr| addr.parse().expect("address"));
+        let addr = listening(&line);
         log.lock().expect("lock").push(line);
         if let Some(addr) = addr {
             break addr;
@@ -1026,43 +1038,14 @@ pub fn spawn_server_json(
     database_url: &str,
     extra: &[&str],
 ) -> LoggedProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opconnect"))
-        .arg("serve")
-        .arg("--listen=127.0.0.1:0")
-        .arg("--log-format=json")
-        .arg(format!("--database-url={database_url}"))
-        .arg(format!("--tls-cert={}", dir.join("server.pem").display()))
-        .arg(format!("--tls-key={}", dir.join("server.key").display()))
-        .arg(format!("--client-ca={}", dir.join("ca.pem").display()))
-        .arg("--shutdown-grace-secs=5")
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn opconnect");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
-    let addr = loop {
-        let line = lines.next().expect("server exited early").expect("read");
-        let parsed: serde_json::Value = serde_json::from_str(&line)
+    let mut flags = vec!["--log-format=json"];
+    flags.extend_from_slice(extra);
+    spawn_logged(dir, database_url, &flags, |line| {
+        let parsed: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-        let addr = parsed["message"]
+        parsed["message"]
             .as_str()
             .and_then(|message| message.strip_prefix("listening on "))
-            .map(|addr| addr.parse().expect("address"));
-        log.lock().expect("lock").push(line);
-        if let Some(addr) = addr {
-            break addr;
-        }
-    };
-    let keep = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            keep.lock().expect("lock").push(line);
-        }
-    });
-    LoggedProcess { child, addr, log }
+            .map(|addr| addr.parse().expect("address"))
+    })
 }
