@@ -89,26 +89,7 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
 
 /// Creates a uniquely named database next to the one `admin_url` names; returns its URL.
 pub async fn create_postgres_database(admin_url: &str) -> String {
-    use sea_orm::ConnectionTrait;
-    let name = format!(
-        "opc_test_{}_{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    );
-    let admin = sea_orm::Database::connect(admin_url)
-        .await
-        .expect("connect to the PostgreSQL admin URL");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create test database");
-    let _ = admin.close().await;
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (admin_url, String::new()),
-    };
-    let prefix = base.rsplit_once('/').map_or(base, |(p, _)| p);
-    format!("{prefix}/{name}{query}")
+    create_postgres_database_with(admin_url, "").await
 }
 
 /// Starts a gateway with a fresh PKI and database.
