@@ -34,6 +34,12 @@ impl Feed {
             .clone()
     }
 
+    /// The carrier's status epoch now: it moves whenever the carrier's status may have
+    /// changed (here, on another instance, or after notices were missed).
+    pub fn status_epoch(&self, carrier: &str) -> u64 {
+        self.sender(carrier).borrow().status_epoch
+    }
+
     /// Subscribes to a carrier's signals. Subscribe before reading the database, so that no
     /// commit between the read and the wait goes unnoticed.
     pub fn subscribe(&self, carrier: &str) -> watch::Receiver<CarrierSignal> {

@@ -415,3 +415,39 @@ async fn database_outage_fails_fast_and_recovers() {
     }
     assert_eq!(cursors.len(), 100, "exactly what was acknowledged");
 }
+
+/// A carrier suspended through one instance is refused by the other within a second, although
+/// that instance had just authorized it (its cached status is dropped by the NOTIFY, and in
+/// any case after a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OPCONNECT_TEST_DATABASE_URL"]
+async fn a_suspension_on_one_instance_is_seen_by_the_other() {
+    let pair = Pair::start().await;
+    let mut records = CallRecordServiceClient::new(pair.channel(1, &pair.carrier).await);
+    let get = || pb::GetCursorRequest {
+        kind: pb::RecordKind::CallRecords as i32,
+    };
+    records.get_cursor(get()).await.expect("authorized on B");
+    pair.platform_client(0)
+        .await
+        .set_carrier_status(pb::SetCarrierStatusRequest {
+            carrier_id: "contoso".into(),
+            status: pb::CarrierStatus::Suspended as i32,
+        })
+        .await
+        .unwrap();
+    let suspended = Instant::now();
+    loop {
+        match records.get_cursor(get()).await {
+            Ok(_) => assert!(
+                suspended.elapsed() < Duration::from_secs(1),
+                "B still authorizes the suspended carrier after 1 s"
+            ),
+            Err(status) => {
+                assert_error(&status, Code::PermissionDenied, "CARRIER_SUSPENDED");
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
