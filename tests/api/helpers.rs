@@ -34,6 +34,8 @@ pub struct TestApp {
     pub metrics: std::sync::Arc<opconnect::metrics::StreamMetrics>,
     /// The Prometheus scrape address, when the settings asked for one.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The plaintext probe listener's address, when the settings asked for one.
+    pub health_addr: Option<std::net::SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), opconnect::server::ServerError>>>,
 }
@@ -99,9 +101,6 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a gateway with a fresh PKI on `database_url`, or on a fresh database when `None`.
 pub async fn spawn_app_on(database_url: Option<String>) -> TestApp {
-    if std::env::var("TEST_LOG").is_ok() {
-        opconnect::telemetry::init(LogFormat::Text);
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = write_server_pki(dir.path());
     let mut settings = test_settings(dir.path());
@@ -109,23 +108,31 @@ pub async fn spawn_app_on(database_url: Option<String>) -> TestApp {
         Some(url) => url,
         None => fresh_database_url(dir.path()).await,
     };
+    start_app(dir, ca, settings).await
+}
+
+/// Serves `settings` (on the PKI in `dir`, signed by `ca`) as a [`TestApp`] that keeps `dir`
+/// until the test ends. `TEST_LOG` set: the server's log goes to the test's output.
+async fn start_app(
+    dir: tempfile::TempDir,
+    ca: CertificateAuthority,
+    settings: Settings,
+) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        opconnect::telemetry::init(LogFormat::Text);
+    }
     let database_url = settings.database_url.clone();
-    let app = App::build(settings).await.expect("app builds");
-    let addr = app.local_addr().expect("addr");
-    let metrics = app.metrics();
-    let (tx, rx) = oneshot::channel();
-    let handle = tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
+    let served = serve(settings).await;
     TestApp {
-        addr,
+        addr: served.addr,
         ca,
         _dir: dir,
         database_url,
-        metrics,
-        metrics_addr: None,
-        shutdown: Some(tx),
-        handle: Some(handle),
+        metrics: served.metrics,
+        metrics_addr: served.metrics_addr,
+        health_addr: served.health_addr,
+        shutdown: served.shutdown,
+        handle: served.handle,
     }
 }
 
@@ -656,24 +663,15 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings(dir.path());
     settings.database_url = fresh_database_url(dir.path()).await;
     configure(&mut settings);
-    let database_url = settings.database_url.clone();
-    let served = serve(settings).await;
-    TestApp {
-        addr: served.addr,
-        ca,
-        _dir: dir,
-        database_url,
-        metrics: served.metrics,
-        metrics_addr: served.metrics_addr,
-        shutdown: served.shutdown,
-        handle: served.handle,
-    }
+    start_app(dir, ca, settings).await
 }
 
 /// A gateway serving `settings`, whose files the test made itself (to restart it on them).
 pub struct Served {
     pub addr: std::net::SocketAddr,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The plaintext probe listener's address, when the settings asked for one.
+    pub health_addr: Option<std::net::SocketAddr>,
     metrics: std::sync::Arc<opconnect::metrics::StreamMetrics>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), opconnect::server::ServerError>>>,
@@ -684,6 +682,7 @@ pub async fn serve(settings: Settings) -> Served {
     let app = App::build(settings).await.expect("app builds");
     let addr = app.local_addr().expect("addr");
     let metrics_addr = app.metrics_addr();
+    let health_addr = app.health_addr().map(|addr| addr.expect("probe addr"));
     let metrics = app.metrics();
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(app.run_until(async move {
@@ -692,6 +691,7 @@ pub async fn serve(settings: Settings) -> Served {
     Served {
         addr,
         metrics_addr,
+        health_addr,
         metrics,
         shutdown: Some(tx),
         handle: Some(handle),
@@ -912,34 +912,12 @@ impl Drop for LoggedProcess {
 pub async fn spawn_app_with_probe(
     configure: impl FnOnce(&mut Settings),
 ) -> (TestApp, std::net::SocketAddr) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write_server_pki(dir.path());
-    let mut settings = test_settings(dir.path());
-    settings.database_url = fresh_database_url(dir.path()).await;
-    settings.health_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    configure(&mut settings);
-    let database_url = settings.database_url.clone();
-    let app = App::build(settings).await.expect("app builds");
-    let addr = app.local_addr().expect("addr");
-    let probe = app
-        .health_addr()
-        .expect("probe listener configured")
-        .expect("probe addr");
-    let metrics = app.metrics();
-    let (tx, rx) = oneshot::channel();
-    let handle = tokio::spawn(app.run_until(async move {
-        let _ = rx.await;
-    }));
-    let app = TestApp {
-        addr,
-        ca,
-        _dir: dir,
-        database_url,
-        metrics,
-        metrics_addr: None,
-        shutdown: Some(tx),
-        handle: Some(handle),
-    };
+    let app = spawn_app_with(|settings| {
+        settings.health_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        configure(settings);
+    })
+    .await;
+    let probe = app.health_addr.expect("probe listener configured");
     (app, probe)
 }
 
