@@ -15,6 +15,10 @@
 
 mod support;
 
+/// Counts live heap bytes, for the idle-stream figures (support/heap.rs).
+#[global_allocator]
+static HEAP: support::heap::Counting = support::heap::Counting;
+
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -132,8 +136,10 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
         t,
     );
     f.idle_streams = scale.idle_streams;
-    f.idle_stream_bytes = measure::idle_gateway_streams(pki, scale).await?;
-    f.idle_bare_stream_bytes = measure::idle_bare_streams(pki, scale).await?;
+    let gateway = measure::idle_gateway_streams(pki, scale).await?;
+    let bare = measure::idle_bare_streams(pki, scale).await?;
+    (f.idle_stream_bytes, f.idle_stream_heap_bytes) = (gateway.resident, gateway.heap);
+    (f.idle_bare_stream_bytes, f.idle_bare_stream_heap_bytes) = (bare.resident, bare.heap);
     step("measured", t);
     Ok(f)
 }

@@ -5,8 +5,8 @@
 //! handle), certificates (`pki`), logging (`telemetry`), stream accounting (`metrics`) and the
 //! command line (`cli`). Everything else is internal: `identity` (client certificate →
 //! caller), `domain` (validated types and pure rules), `store` (sea-orm persistence), `feed`
-//! (change notification), `api` (gRPC services), `error` (errors → `Status`), `rpc_log` (the
-//! per-RPC log line).
+//! (change notification), `wire` (protobuf ↔ domain, for the api and the stored encoding),
+//! `api` (gRPC services), `error` (errors → `Status`), `rpc_log` (the per-RPC log line).
 #![forbid(unsafe_code)]
 
 mod api;
@@ -24,5 +24,6 @@ mod rpc_log;
 pub mod server;
 mod store;
 pub mod telemetry;
+mod wire;
 
 pub use store::{Store, StoreOptions};

@@ -50,6 +50,15 @@ pub(crate) struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a caught-up stream's read: what it reads, and from where (`tail`: the carrier's
+/// shared tail; `behind`: the stream was behind the tail and read the database itself;
+/// `fill`: the tail read the database once for every stream).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TailReadLabels {
+    pub kind: &'static str,
+    pub source: &'static str,
+}
+
 /// Labels of database pool connections: idle or in use.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct PoolLabels {
@@ -77,6 +86,7 @@ pub(crate) struct Families {
     pub certificate_expiry: Gauge,
     pub db_query_duration: Histogram,
     pub db_pool_connections: Family<PoolLabels, Gauge>,
+    pub tail_reads: Family<TailReadLabels, Counter>,
 }
 
 impl Families {
@@ -97,6 +107,7 @@ impl Families {
             certificate_expiry: Gauge::default(),
             db_query_duration: latency_histogram(),
             db_pool_connections: Family::default(),
+            tail_reads: Family::default(),
         };
         registry.register(
             "rpcs",
@@ -166,6 +177,12 @@ impl Families {
             "Database pool connections, idle or in use (read at scrape time)",
             families.db_pool_connections.clone(),
         );
+        registry.register(
+            "tail_reads",
+            "Reads of following streams by kind and source: from the shared tail, from the \
+             database by a stream behind the tail, and the tail's own database reads",
+            families.tail_reads.clone(),
+        );
         families.start_at_zero();
         families
     }
@@ -201,6 +218,11 @@ impl Families {
             if STREAM_KINDS.contains(&kind) {
                 let _ = self.records_delivered.get_or_create(&labels);
                 let _ = self.stream_lag.get_or_create(&labels);
+                for source in TAIL_READ_SOURCES {
+                    let _ = self
+                        .tail_reads
+                        .get_or_create(&TailReadLabels { kind, source });
+                }
             }
         }
     }
@@ -208,6 +230,8 @@ impl Families {
 
 /// What ingestion and uploads store.
 const RECORD_KINDS: [&str; 3] = ["call_records", "quality_records", "call_durations"];
+/// Where a following stream's read is served from (see [`TailReadLabels`]).
+pub(crate) const TAIL_READ_SOURCES: [&str; 3] = ["tail", "behind", "fill"];
 /// What streams deliver.
 const STREAM_KINDS: [&str; 3] = ["call_records", "quality_records", "number_events"];
 
@@ -280,6 +304,23 @@ impl StreamMetrics {
             metrics: self.clone(),
             labels,
         }
+    }
+
+    /// Counts one read of a following stream of `kind` served from `source` (one of
+    /// [`TAIL_READ_SOURCES`]).
+    pub(crate) fn tail_read(&self, kind: &'static str, source: &'static str) {
+        self.families
+            .tail_reads
+            .get_or_create(&TailReadLabels { kind, source })
+            .inc();
+    }
+
+    /// Reads of following streams of `kind` served from `source` so far.
+    pub fn tail_reads(&self, kind: &'static str, source: &'static str) -> u64 {
+        self.families
+            .tail_reads
+            .get_or_create(&TailReadLabels { kind, source })
+            .get()
     }
 
     pub(crate) fn buffered(&self, bytes: i64) {

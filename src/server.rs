@@ -18,15 +18,15 @@ use tonic::transport::Server;
 
 use crate::api::assignment::AssignmentApi;
 use crate::api::durations::CallDurationApi;
+use crate::api::framing::servers::assignment_service_server::AssignmentServiceServer;
+use crate::api::framing::servers::call_record_service_server::CallRecordServiceServer;
 use crate::api::platform::PlatformApi;
 use crate::api::records::CallRecordApi;
 use crate::api::{Authorizer, Limits, StreamBounds, Streams};
 use crate::config::Settings;
 use crate::identity::IdentityLayer;
 use crate::metrics::StreamMetrics;
-use crate::pb::v1::assignment_service_server::AssignmentServiceServer;
 use crate::pb::v1::call_duration_service_server::CallDurationServiceServer;
-use crate::pb::v1::call_record_service_server::CallRecordServiceServer;
 use crate::pb::v1::platform_service_server::PlatformServiceServer;
 use crate::retention::{self, RetentionPolicy};
 use crate::store::{Store, StoreOptions};

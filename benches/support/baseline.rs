@@ -5,9 +5,10 @@
 //! its cursors from the carrier's counter (`UPDATE carriers SET call_record_cursor =
 //! call_record_cursor + n ... RETURNING`, which also locks the carrier row until commit, as the
 //! server's does), then inserts all its rows with one multi-row `INSERT ... ON CONFLICT DO
-//! NOTHING`. Durations take no counter, since the server takes none for them. The `record`
-//! column holds the same JSON text the server stores today (the domain types' serde form,
-//! mirrored below). What the baselines leave out is the gateway's own work: the look-up of
+//! NOTHING`. Durations take no counter, since the server takes none for them. A call record's
+//! `encoded` column holds its protobuf encoding, as the server stores it; a duration's `record`
+//! column the JSON text the server stores (the domain type's serde form, mirrored below). What
+//! the baselines leave out is the gateway's own work: the look-up of
 //! already stored keys that makes ingestion idempotent, validation, and gRPC.
 
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use opconnect::pb::v1 as pb;
+use prost::Message;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, SqliteTransactionMode, StreamTrait, TransactionOptions,
@@ -36,7 +38,7 @@ const CALL_RECORD_COLUMNS: [&str; 10] = [
     "duration_ms",
     "successful",
     "tenant_number",
-    "record",
+    "encoded",
 ];
 
 /// The columns of `call_durations` (src/store/entities/call_duration.rs), in insert order.
@@ -55,29 +57,6 @@ const DURATION_COLUMNS: [&str; 7] = [
 enum Direction {
     Inbound,
     Outbound,
-}
-
-/// `domain::records::CallRecord` as serde writes it: the server's `record` column today.
-#[derive(Serialize)]
-struct StoredCallRecord<'a> {
-    call_id: &'a str,
-    correlation_id: &'a str,
-    tenant_id: &'a str,
-    call_type: &'a str,
-    direction: Direction,
-    caller_number: Option<&'a str>,
-    callee_number: &'a str,
-    start_time_ms: i64,
-    invite_time_ms: Option<i64>,
-    end_time_ms: Option<i64>,
-    failure_time_ms: Option<i64>,
-    duration_ms: i64,
-    successful: bool,
-    final_sip_code: i32,
-    final_sip_phrase: &'a str,
-    microsoft_subcode: i32,
-    media_bypass: bool,
-    trunk_fqdn: &'a str,
 }
 
 /// `domain::durations::CallDurationReport` as serde writes it.
@@ -155,13 +134,13 @@ async fn prepared(url: &str) -> Result<DatabaseConnection> {
 }
 
 /// Inserts `records` into a fresh database at `url` as described in the module docs;
-/// returns the time taken (set-up excluded) and the mean length of the JSON written.
+/// returns the time taken (set-up excluded) and the mean length of the encodings written.
 pub async fn insert_call_records(
     url: &str,
     records: &[pb::CarrierCallRecord],
 ) -> Result<(Duration, f64)> {
     let db = prepared(url).await?;
-    let mut json_bytes = 0usize;
+    let mut encoded_bytes = 0usize;
     let started = Instant::now();
     for batch in records.chunks(COMMIT_EVERY) {
         let tx = begin_write(&db).await?;
@@ -187,27 +166,14 @@ pub async fn insert_call_records(
             let start_time_ms = time_ms(r.start_time.as_ref()).unwrap_or_default();
             let duration_ms = duration_ms(r.duration.as_ref());
             let outbound = r.direction != pb::CallDirection::Inbound as i32;
-            let json = serde_json::to_string(&StoredCallRecord {
-                call_id: &r.call_id,
-                correlation_id: &r.correlation_id,
-                tenant_id: &r.tenant_id,
-                call_type: &r.call_type,
-                direction: direction(r.direction),
-                caller_number: non_empty(&r.caller_number),
-                callee_number: &r.callee_number,
-                start_time_ms,
-                invite_time_ms: time_ms(r.invite_time.as_ref()),
-                end_time_ms: time_ms(r.end_time.as_ref()),
-                failure_time_ms: time_ms(r.failure_time.as_ref()),
-                duration_ms,
-                successful: r.successful,
-                final_sip_code: r.final_sip_code,
-                final_sip_phrase: &r.final_sip_phrase,
-                microsoft_subcode: r.microsoft_subcode,
-                media_bypass: r.media_bypass,
-                trunk_fqdn: &r.trunk_fqdn,
-            })?;
-            json_bytes += json.len();
+            // What the server stores: the wire record with cursor 0 (the bench's records are
+            // already in the canonical form the server's validation produces).
+            let encoded = pb::CallRecord {
+                cursor: 0,
+                ..r.clone()
+            }
+            .encode_to_vec();
+            encoded_bytes += encoded.len();
             let tenant_number = if outbound {
                 &r.caller_number
             } else {
@@ -223,7 +189,7 @@ pub async fn insert_call_records(
                 duration_ms.into(),
                 r.successful.into(),
                 tenant_number.as_str().into(),
-                json.into(),
+                encoded.into(),
             ])?;
         }
         insert.on_conflict(OnConflict::column("call_id").do_nothing().to_owned());
@@ -232,7 +198,7 @@ pub async fn insert_call_records(
     }
     let elapsed = started.elapsed();
     db.close().await?;
-    Ok((elapsed, json_bytes as f64 / records.len().max(1) as f64))
+    Ok((elapsed, encoded_bytes as f64 / records.len().max(1) as f64))
 }
 
 /// Inserts `durations` of the bench carrier into a fresh database at `url` as described in
@@ -308,7 +274,7 @@ pub async fn read_call_records(url: &str) -> Result<(usize, Duration)> {
         let _duration: i64 = row.try_get("", "duration_ms")?;
         let _successful: bool = row.try_get("", "successful")?;
         let _number: String = row.try_get("", "tenant_number")?;
-        let _record: String = row.try_get("", "record")?;
+        let _record: Vec<u8> = row.try_get("", "encoded")?;
         anyhow::ensure!(cursor > last_cursor, "rows out of cursor order");
         last_cursor = cursor;
         count += 1;
@@ -319,12 +285,12 @@ pub async fn read_call_records(url: &str) -> Result<(usize, Duration)> {
     Ok((count, elapsed))
 }
 
-/// The mean length of the `record` column of the bench carrier's call records at `url`.
+/// The mean length of the `encoded` column of the bench carrier's call records at `url`.
 pub async fn mean_record_bytes(url: &str) -> Result<f64> {
     let db = connect(url).await?;
     let query = Query::select()
         .expr_as(
-            Expr::cust("CAST(AVG(LENGTH(record)) AS DOUBLE PRECISION)"),
+            Expr::cust("CAST(AVG(LENGTH(encoded)) AS DOUBLE PRECISION)"),
             "mean",
         )
         .from("call_records")

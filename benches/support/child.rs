@@ -4,7 +4,8 @@
 //! the other measurements, which new streams could reuse without the process growing.
 //!
 //! The child talks on stdin/stdout, one line each way: it prints `addr <address>` once
-//! serving; to `rss` it answers `rss <bytes>` (its `VmRSS`); on `stop` or the end of its input
+//! serving; to `rss` it answers `rss <bytes>` (its `VmRSS`), to `heap` `heap <bytes>` (its
+//! live heap); on `stop` or the end of its input
 //! it shuts the server down and exits.
 
 use std::io::{BufRead, BufReader, Write};
@@ -82,6 +83,15 @@ impl ChildServer {
         })
     }
 
+    /// The child's live heap now, in bytes (see `heap.rs`).
+    pub fn heap_bytes(&mut self) -> Result<u64> {
+        block_in_place(|| {
+            writeln!(self.input, "heap")?;
+            self.input.flush()?;
+            Ok(reply(&mut self.output, "heap")?.parse()?)
+        })
+    }
+
     /// Stops the child's server and waits for the child to exit successfully.
     pub fn stop(mut self) -> Result<()> {
         block_in_place(|| {
@@ -144,6 +154,7 @@ async fn answer(addr: SocketAddr) -> Result<()> {
         for line in std::io::stdin().lock().lines() {
             match line?.trim() {
                 "rss" => writeln!(out, "rss {}", super::resident_bytes()?)?,
+                "heap" => writeln!(out, "heap {}", super::heap::live_bytes())?,
                 "stop" => break,
                 other => anyhow::bail!("unknown request {other:?}"),
             }

@@ -439,36 +439,48 @@ async fn watch(
 
 // === Idle streams ===
 
-/// The server's resident memory per idle stream: `n` streams opened with `open` over
-/// `channels`, each having received its first message from `first_message` (so every
-/// server-side producer is past its start-up and waiting again), measured as the growth of the
-/// child `server`'s resident memory from before the first stream to after the last.
+/// The server's memory per idle stream: `n` streams opened with `open` over `channels`, each
+/// having received its first message from `first_message` (so every server-side producer is
+/// past its start-up and waiting again), measured as the growth of the child `server`'s
+/// resident memory, and of its live heap, from before the first stream to after the last.
 async fn idle_bytes_per_stream<S, F, Fut, W, WFut>(
     server: &mut ChildServer,
     channels: &[Channel],
     n: usize,
     open: F,
     first_message: W,
-) -> Result<f64>
+) -> Result<IdleBytes>
 where
     F: Fn(Channel) -> Fut,
     Fut: Future<Output = Result<S>>,
     W: FnOnce(Vec<S>) -> WFut,
     WFut: Future<Output = Result<Vec<S>>>,
 {
-    let before = server.resident_bytes()?;
+    let (before, heap_before) = (server.resident_bytes()?, server.heap_bytes()?);
     let streams = open_streams(channels, n, open).await?;
     let streams = first_message(streams).await?;
     // Let the last producers finish their turn and go back to waiting.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = server.resident_bytes()?;
+    let (after, heap_after) = (server.resident_bytes()?, server.heap_bytes()?);
     drop(streams);
-    Ok(after.saturating_sub(before) as f64 / n.max(1) as f64)
+    let per_stream = |grown: u64| grown as f64 / n.max(1) as f64;
+    Ok(IdleBytes {
+        resident: per_stream(after.saturating_sub(before)),
+        heap: per_stream(heap_after.saturating_sub(heap_before)),
+    })
+}
+
+/// Memory per idle stream.
+pub struct IdleBytes {
+    /// Growth of resident memory.
+    pub resident: f64,
+    /// Growth of live heap: what the server holds, without the allocator's overhead.
+    pub heap: f64,
 }
 
 /// Idle `WatchNumbers` streams on a gateway in a child process: opened after the current
 /// revision, woken once by one change.
-pub async fn idle_gateway_streams(pki: &Pki, scale: &Scale) -> Result<f64> {
+pub async fn idle_gateway_streams(pki: &Pki, scale: &Scale) -> Result<IdleBytes> {
     let mut server = ChildServer::spawn(ServerKind::Gateway, pki)?;
     let mut platform =
         PlatformServiceClient::new(setup::channel(server.addr, pki, &pki.platform).await?);
@@ -499,7 +511,7 @@ pub async fn idle_gateway_streams(pki: &Pki, scale: &Scale) -> Result<f64> {
 
 /// Idle `grpc.health.v1.Health/Watch` streams on a bare tonic server in a child process, each
 /// having received the current status.
-pub async fn idle_bare_streams(pki: &Pki, scale: &Scale) -> Result<f64> {
+pub async fn idle_bare_streams(pki: &Pki, scale: &Scale) -> Result<IdleBytes> {
     use tonic_health::pb::health_client::HealthClient;
     let mut server = ChildServer::spawn(ServerKind::Bare, pki)?;
     let connections =

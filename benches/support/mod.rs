@@ -4,6 +4,7 @@
 
 pub mod baseline;
 pub mod child;
+pub mod heap;
 pub mod measure;
 pub mod report;
 pub mod setup;

@@ -44,9 +44,14 @@ pub struct Figures {
     pub idle_stream_bytes: f64,
     /// Table only: the same number of idle streams on the bare tonic server.
     pub idle_bare_stream_bytes: f64,
-    /// Table only: mean length of the `record` column the gateway wrote.
+    /// Growth of the server's live heap per idle stream (the allocator's own overhead and
+    /// fragmentation excluded): where `idle_stream_bytes` goes.
+    pub idle_stream_heap_bytes: f64,
+    /// The same on the bare tonic server.
+    pub idle_bare_stream_heap_bytes: f64,
+    /// Table only: mean length of the `encoded` column the gateway wrote.
     pub gateway_record_bytes: f64,
-    /// Table only: mean length of the `record` column the ingest baseline wrote.
+    /// Table only: mean length of the `encoded` column the ingest baseline wrote.
     pub baseline_record_bytes: f64,
 }
 
@@ -111,6 +116,9 @@ impl Figures {
             "write_p50_ms_no_watchers": round3(self.write_p50_ms_no_watchers),
             "idle_streams": self.idle_streams,
             "idle_stream_bytes": round3(self.idle_stream_bytes),
+            "idle_stream_heap_bytes": round3(self.idle_stream_heap_bytes),
+            "idle_bare_stream_bytes": round3(self.idle_bare_stream_bytes),
+            "idle_bare_stream_heap_bytes": round3(self.idle_bare_stream_heap_bytes),
         })
     }
 
@@ -177,6 +185,20 @@ impl Figures {
                 ),
                 target: format!("<= {}", whole(IDLE_BYTES_TARGET)),
                 met: met(self.idle_stream_bytes <= IDLE_BYTES_TARGET),
+            },
+            Row {
+                figure: "  of which live heap, bytes".into(),
+                value: whole(self.idle_stream_heap_bytes),
+                baseline: whole(self.idle_bare_stream_heap_bytes),
+                ratio: format!(
+                    "{:.2}",
+                    ratio(
+                        self.idle_stream_heap_bytes,
+                        self.idle_bare_stream_heap_bytes
+                    )
+                ),
+                target: String::new(),
+                met: String::new(),
             },
         ];
         let headers = ["figure", "value", "baseline", "ratio", "target", "met?"];

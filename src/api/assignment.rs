@@ -5,17 +5,18 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::Authorizer;
+use super::framing::Framed;
+use super::framing::servers::assignment_service_server::AssignmentService;
 use super::page_token::{decode_page_token, encode_page_token, page_size};
 use super::stream::{ServerStream, Streams};
 use super::watch::{Start, WatchPlan, WatchSource};
-use super::wire::numbers::status_filter_from_pb;
 use crate::domain::Violations;
 use crate::domain::ids::{E164, TenantId};
 use crate::domain::number::{NumberFilter, NumberStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::pb::v1 as pb;
-use crate::pb::v1::assignment_service_server::AssignmentService;
 use crate::store::Store;
+use crate::wire::numbers::status_filter_from_pb;
 
 const DEFAULT_PROGRESS: Duration = Duration::from_secs(30);
 
@@ -158,7 +159,7 @@ impl AssignmentService for AssignmentApi {
         }))
     }
 
-    type WatchNumbersStream = ServerStream<pb::WatchNumbersResponse>;
+    type WatchNumbersStream = ServerStream<Framed>;
 
     async fn watch_numbers(
         &self,
@@ -167,7 +168,8 @@ impl AssignmentService for AssignmentApi {
         let carrier = self.auth.carrier(&request).await?;
         let plan = plan_watch(request.get_ref())?;
         let permit = self.auth.stream_permit(&carrier)?;
-        let source = WatchSource::new(self.store.clone(), carrier.id.clone(), plan);
+        let tail = self.streams.tails().numbers.of(&carrier.id);
+        let source = WatchSource::new(self.store.clone(), carrier.id.clone(), plan, tail);
         Ok(Response::new(self.streams.open(
             carrier.id,
             Some(permit),

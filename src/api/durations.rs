@@ -13,8 +13,6 @@ use super::ingest::{
 };
 use super::reconciliation::{DiscrepancySource, parse_classes, parse_recon};
 use super::stream::{ServerStream, Streams};
-use super::wire::records::call_duration_from_pb;
-use super::wire::summary::upload_summary;
 use crate::domain::Violations;
 use crate::domain::durations::Rejection;
 use crate::domain::ids::parse_opaque_id;
@@ -23,6 +21,8 @@ use crate::metrics::StreamMetrics;
 use crate::pb::v1 as pb;
 use crate::pb::v1::call_duration_service_server::CallDurationService;
 use crate::store::Store;
+use crate::wire::records::call_duration_from_pb;
+use crate::wire::summary::upload_summary;
 
 /// Implementation of `opconnect.v1.CallDurationService`.
 #[derive(Debug, Clone)]

@@ -1,12 +1,14 @@
 //! The gRPC services: thin translations between the wire and the domain, plus who may call.
 //!
 //! One file per service (`assignment`, `records`, `durations`, `platform`); the server-stream
-//! engine (`stream`) and client-stream ingestion (`ingest`) they share; authorization (`auth`)
-//! and page tokens (`page_token`); and the wire mapping, by what it maps (`wire`).
+//! engine (`stream`), the carriers' shared tails (`tail`), responses framed from encoded bytes
+//! (`framing`) and client-stream ingestion (`ingest`) they share; authorization (`auth`) and
+//! page tokens (`page_token`). The wire mapping is in `crate::wire`.
 
 pub(crate) mod assignment;
 mod auth;
 pub(crate) mod durations;
+pub(crate) mod framing;
 mod ingest;
 mod limits;
 mod page_token;
@@ -14,8 +16,8 @@ pub(crate) mod platform;
 mod reconciliation;
 pub(crate) mod records;
 mod stream;
+mod tail;
 mod watch;
-mod wire;
 
 pub(crate) use auth::Authorizer;
 pub(crate) use ingest::StreamBounds;

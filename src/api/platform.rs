@@ -12,10 +12,6 @@ use super::reconciliation::{
     DiscrepancySource, ReconPlan, parse_classes, parse_recon, parse_window, reconciliation_report,
 };
 use super::stream::{ServerStream, Streams};
-use super::wire::numbers::{carrier_status_from_pb, parse_capabilities, usage_from_pb};
-use super::wire::records::{call_record_from_pb, quality_record_from_pb};
-use super::wire::summary::ingestion_summary;
-use super::wire::usage::{granularity_from_pb, usage_figure_to_pb};
 use crate::domain::Violations;
 use crate::domain::ids::{
     self, CarrierId, E164, SipDomain, SipUri, TenantId, parse_display_name, parse_opaque_id,
@@ -29,6 +25,10 @@ use crate::metrics::StreamMetrics;
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_server::PlatformService;
 use crate::store::Store;
+use crate::wire::numbers::{carrier_status_from_pb, parse_capabilities, usage_from_pb};
+use crate::wire::records::{call_record_from_pb, quality_record_from_pb};
+use crate::wire::summary::ingestion_summary;
+use crate::wire::usage::{granularity_from_pb, usage_figure_to_pb};
 
 /// Most numbers one provisioning or release may name.
 const MAX_BATCH: usize = 1_000;

@@ -6,14 +6,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::stream::{Source, Step};
-use super::wire::time::{duration_from_ms, required_time_ms, timestamp};
 use crate::domain::Violations;
 use crate::domain::calendar::Window;
 use crate::domain::ids::CarrierId;
 use crate::domain::reconcile::{self, DEFAULT_TOLERANCE_MS, ReconClass, ReconRow, ReconTotals};
 use crate::error::ApiResult;
+use crate::feed::CarrierSignal;
 use crate::pb::v1 as pb;
 use crate::store::Store;
+use crate::wire::time::{duration_from_ms, required_time_ms, timestamp};
 
 /// Calls read from the database per reconciliation page.
 const RECON_PAGE: u64 = 5_000;
@@ -213,7 +214,7 @@ impl<R: prost::Message + Send + 'static> Source for DiscrepancySource<R> {
     type Message = R;
     const KIND: &'static str = "discrepancies";
 
-    async fn next(&mut self) -> ApiResult<Step<R>> {
+    async fn next(&mut self, _known: &CarrierSignal) -> ApiResult<Step<R>> {
         while self.pending.len() < DISCREPANCIES_PER_MESSAGE && !self.exhausted {
             let rows = self
                 .store

@@ -2,23 +2,25 @@
 //! optionally following new ones, and stores its consumer position.
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::Authorizer;
+use super::framing::servers::call_record_service_server::CallRecordService;
+use super::framing::{Framed, frame_item, int64_field};
 use super::stream::{ServerStream, Source, Step, Streams};
-use super::wire::records::{call_record_to_pb, quality_record_to_pb};
-use super::wire::time::optional_time_ms;
+use super::tail::{Entry, Fill, Read, Tail};
 use crate::domain::Violations;
 use crate::domain::ids::{CarrierId, TenantId};
-use crate::domain::records::{CallRecord, LogKind, QualityRecord, RecordFilter};
+use crate::domain::records::{CallRecord, EncodedRecord, LogKind, QualityRecord, RecordFilter};
 use crate::error::{ApiError, ApiResult};
 use crate::feed::CarrierSignal;
 use crate::pb::v1 as pb;
-use crate::pb::v1::call_record_service_server::CallRecordService;
 use crate::store::{LogRecord, Store};
+use crate::wire::time::optional_time_ms;
 
 /// Records read from the database per query.
 const PAGE: u64 = 1_000;
@@ -112,70 +114,101 @@ fn plan_stream(options: Option<&pb::RecordStreamOptions>) -> ApiResult<StreamPla
     })
 }
 
-/// How a record type becomes a response message.
-trait Wire: LogRecord + Send + 'static {
-    type Item: Message + Send + 'static;
-    type Response: Message + Send + 'static;
-    fn to_pb(cursor: i64, record: &Self) -> Self::Item;
-    fn response(records: Vec<Self::Item>, next_cursor: i64) -> Self::Response;
-    fn signal(signal: &crate::feed::CarrierSignal) -> i64;
+/// A record log as streams read it.
+pub(crate) trait RecordLog: LogRecord + Send + 'static {
+    /// The newest cursor of this log announced for the carrier.
+    fn signal(signal: &CarrierSignal) -> i64;
     /// The `kind` label of this stream's metrics.
     const METRIC_KIND: &'static str;
-    /// Records in a response.
-    fn records_in(response: &Self::Response) -> u64;
 }
 
-impl Wire for CallRecord {
-    type Item = pb::CallRecord;
-    type Response = pb::StreamCallRecordsResponse;
-    fn to_pb(cursor: i64, record: &Self) -> pb::CallRecord {
-        call_record_to_pb(cursor, record)
-    }
-    fn response(records: Vec<pb::CallRecord>, next_cursor: i64) -> Self::Response {
-        pb::StreamCallRecordsResponse {
-            records,
-            next_cursor,
-        }
-    }
-    fn signal(signal: &crate::feed::CarrierSignal) -> i64 {
+impl RecordLog for CallRecord {
+    fn signal(signal: &CarrierSignal) -> i64 {
         signal.call_record_cursor
     }
     const METRIC_KIND: &'static str = LogKind::CallRecords.label();
-    fn records_in(response: &Self::Response) -> u64 {
-        response.records.len() as u64
-    }
 }
 
-impl Wire for QualityRecord {
-    type Item = pb::QualityRecord;
-    type Response = pb::StreamQualityRecordsResponse;
-    fn to_pb(cursor: i64, record: &Self) -> pb::QualityRecord {
-        quality_record_to_pb(cursor, record)
-    }
-    fn response(records: Vec<pb::QualityRecord>, next_cursor: i64) -> Self::Response {
-        pb::StreamQualityRecordsResponse {
-            records,
-            next_cursor,
-        }
-    }
-    fn signal(signal: &crate::feed::CarrierSignal) -> i64 {
+impl RecordLog for QualityRecord {
+    fn signal(signal: &CarrierSignal) -> i64 {
         signal.quality_record_cursor
     }
     const METRIC_KIND: &'static str = LogKind::QualityRecords.label();
-    fn records_in(response: &Self::Response) -> u64 {
-        response.records.len() as u64
-    }
+}
+
+/// What record streams filter on, kept beside each record of the shared tail.
+#[derive(Debug)]
+pub(crate) struct RecordMeta {
+    tenant_id: String,
+    start_time_ms: i64,
+}
+
+/// A record framed once for every stream: `records { cursor, <stored encoding> }`.
+type RecordEntry = Arc<Entry<RecordMeta>>;
+
+/// The tag of `records` and of `next_cursor` in both record stream responses.
+const RECORDS_TAG: u32 = 1;
+const NEXT_CURSOR_TAG: u32 = 2;
+/// The tag of `cursor` in `CallRecord` and `QualityRecord`.
+const CURSOR_TAG: u32 = 1;
+
+fn entry(record: EncodedRecord) -> RecordEntry {
+    let item = frame_item(
+        RECORDS_TAG,
+        &int64_field(CURSOR_TAG, record.cursor),
+        &record.encoded,
+    );
+    Arc::new(Entry {
+        position: record.cursor,
+        meta: RecordMeta {
+            tenant_id: record.tenant_id,
+            start_time_ms: record.start_time_ms,
+        },
+        item,
+    })
+}
+
+/// One read of a log, from the database or the shared tail.
+struct Page {
+    /// Read records, filters not yet applied.
+    entries: Vec<RecordEntry>,
+    /// Every record up to here was read (or filtered out).
+    through: i64,
+    /// More may follow right away.
+    more: bool,
+    /// The newest cursor of the log when read, where known.
+    latest: Option<i64>,
+}
+
+/// Reads `carrier`'s log after `after` for its shared tail: every record, unfiltered.
+async fn fill_tail<T: RecordLog>(
+    store: Store,
+    carrier: CarrierId,
+    after: i64,
+) -> ApiResult<Fill<RecordMeta>> {
+    let page = store
+        .read_records::<T>(&carrier, after, &RecordFilter::default(), PAGE)
+        .await?;
+    Ok(Fill {
+        floor: page.bounds.purged_through,
+        through: page.next_cursor,
+        entries: page.records.into_iter().map(entry).collect(),
+    })
 }
 
 /// One record stream's reads and encoding.
-struct RecordSource<T: Wire> {
+struct RecordSource<T: RecordLog> {
     store: Store,
     carrier: CarrierId,
     plan: StreamPlan,
+    /// The carrier's shared tail of this log, for a following stream.
+    tail: Option<Arc<Tail<RecordMeta>>>,
+    /// The log was read to its end once: from then on, the tail serves what is new.
+    following: bool,
     /// Everything up to here was delivered or filtered out; `None` before the first read.
     cursor: Option<i64>,
-    /// Records read but not yet sent, in cursor order.
-    buffered: VecDeque<(i64, T)>,
+    /// Records read but not yet sent, in cursor order, filters applied.
+    buffered: VecDeque<RecordEntry>,
     /// Where the page being sent ends (records filtered out included), once it is sent.
     page_end: Option<i64>,
     /// The last page was short: the log is read to its end.
@@ -186,14 +219,22 @@ struct RecordSource<T: Wire> {
     sent_cursor: i64,
     /// The newest cursor of the log when it was last read, for the lag metric.
     sent_cursor_latest: Option<i64>,
+    _log: PhantomData<T>,
 }
 
-impl<T: Wire> RecordSource<T> {
-    fn new(store: Store, carrier: CarrierId, plan: StreamPlan) -> Self {
+impl<T: RecordLog> RecordSource<T> {
+    fn new(
+        store: Store,
+        carrier: CarrierId,
+        plan: StreamPlan,
+        tail: Option<Arc<Tail<RecordMeta>>>,
+    ) -> Self {
         Self {
             store,
             carrier,
+            tail: tail.filter(|_| plan.follow),
             plan,
+            following: false,
             cursor: None,
             buffered: VecDeque::new(),
             page_end: None,
@@ -201,6 +242,7 @@ impl<T: Wire> RecordSource<T> {
             delivered: 0,
             sent_cursor: 0,
             sent_cursor_latest: None,
+            _log: PhantomData,
         }
     }
 
@@ -229,18 +271,63 @@ impl<T: Wire> RecordSource<T> {
         self.plan.max_records.is_some_and(|m| self.delivered >= m)
     }
 
-    /// A message with `records`, resuming after `cursor`.
-    fn message(&mut self, records: Vec<T::Item>, cursor: i64) -> Step<T::Response> {
+    /// A message with `framed` records, resuming after `cursor`.
+    fn message(&mut self, mut framed: Framed, cursor: i64) -> Step<Framed> {
         self.sent_cursor = cursor;
-        Step::Send(T::response(records, cursor))
+        framed.push_field(int64_field(NEXT_CURSOR_TAG, cursor));
+        Step::Send(framed)
+    }
+
+    /// The next page after `cursor`: from the shared tail once following, else (or when the
+    /// stream is behind the tail) from the database.
+    async fn read(&self, cursor: i64, known: &CarrierSignal) -> ApiResult<Page> {
+        if let Some(tail) = self.tail.as_ref().filter(|_| self.following) {
+            let announced = T::signal(known);
+            let target = (announced > cursor).then_some(announced);
+            let (store, carrier) = (&self.store, &self.carrier);
+            let read = tail
+                .after(cursor, target, PAGE as usize, |end| {
+                    fill_tail::<T>(store.clone(), carrier.clone(), end)
+                })
+                .await?;
+            if let Read::Entries {
+                entries,
+                through,
+                more,
+            } = read
+            {
+                return Ok(Page {
+                    entries,
+                    through,
+                    more,
+                    latest: None,
+                });
+            }
+        }
+        let page = self
+            .store
+            .read_records::<T>(&self.carrier, cursor, &self.plan.filter, PAGE)
+            .await?;
+        if page.bounds.purged_through > cursor {
+            return Err(ApiError::cursor_expired(
+                cursor,
+                page.bounds.purged_through + 1,
+            ));
+        }
+        Ok(Page {
+            more: page.records.len() as u64 >= PAGE,
+            entries: page.records.into_iter().map(entry).collect(),
+            through: page.next_cursor,
+            latest: Some(page.bounds.latest),
+        })
     }
 }
 
-impl<T: Wire> Source for RecordSource<T> {
-    type Message = T::Response;
+impl<T: RecordLog> Source for RecordSource<T> {
+    type Message = Framed;
     const KIND: &'static str = T::METRIC_KIND;
 
-    async fn next(&mut self) -> ApiResult<Step<T::Response>> {
+    async fn next(&mut self, known: &CarrierSignal) -> ApiResult<Step<Framed>> {
         let mut cursor = match self.cursor {
             Some(c) => c,
             None => {
@@ -259,44 +346,42 @@ impl<T: Wire> Source for RecordSource<T> {
                     cursor = cursor.max(end);
                     self.cursor = Some(cursor);
                     if cursor > self.sent_cursor {
-                        return Ok(self.message(Vec::new(), cursor));
+                        return Ok(self.message(Framed::default(), cursor));
                     }
                 }
                 if std::mem::take(&mut self.at_end) {
+                    self.following = true;
                     return Ok(if self.plan.follow {
                         Step::CaughtUp
                     } else {
                         Step::End
                     });
                 }
-                let page = self
-                    .store
-                    .read_records::<T>(&self.carrier, cursor, &self.plan.filter, PAGE)
-                    .await?;
-                if page.bounds.purged_through > cursor {
-                    return Err(ApiError::cursor_expired(
-                        cursor,
-                        page.bounds.purged_through + 1,
-                    ));
+                let page = self.read(cursor, known).await?;
+                // Not at the end while a commit past the page was announced: a tail page may
+                // stop short of it, and its notice will not come again.
+                self.at_end = !page.more && T::signal(known) <= page.through;
+                if page.latest.is_some() {
+                    self.sent_cursor_latest = page.latest;
                 }
-                self.at_end = (page.records.len() as u64) < PAGE;
-                self.sent_cursor_latest = Some(page.bounds.latest);
-                self.page_end = Some(page.next_cursor);
-                self.buffered = page.records.into();
+                self.page_end = Some(page.through);
+                let filter = &self.plan.filter;
+                self.buffered = page
+                    .entries
+                    .into_iter()
+                    .filter(|e| filter.admits(&e.meta.tenant_id, e.meta.start_time_ms))
+                    .collect();
                 self.cursor = Some(cursor);
                 continue;
             }
-            let mut batch = Vec::new();
-            let mut batch_bytes = 0;
-            while !self.max_reached() && batch_bytes < MAX_MESSAGE_BYTES {
-                let Some((record_cursor, record)) = self.buffered.pop_front() else {
+            let mut framed = Framed::default();
+            while !self.max_reached() && framed.len() < MAX_MESSAGE_BYTES {
+                let Some(record) = self.buffered.pop_front() else {
                     break;
                 };
-                let item = T::to_pb(record_cursor, &record);
-                batch_bytes += item.encoded_len();
-                batch.push(item);
+                framed.push_item(record.item.clone());
                 self.delivered += 1;
-                cursor = record_cursor;
+                cursor = record.position;
             }
             if self.max_reached() {
                 self.buffered.clear();
@@ -308,7 +393,7 @@ impl<T: Wire> Source for RecordSource<T> {
                 cursor = cursor.max(end);
             }
             self.cursor = Some(cursor);
-            return Ok(self.message(batch, cursor));
+            return Ok(self.message(framed, cursor));
         }
     }
 
@@ -320,20 +405,20 @@ impl<T: Wire> Source for RecordSource<T> {
         FOLLOW_RECHECK
     }
 
-    fn delivered(&self, message: &Self::Message, signal: &CarrierSignal) -> (u64, Option<i64>) {
+    fn delivered(&self, message: &Framed, signal: &CarrierSignal) -> (u64, Option<i64>) {
         // The newest cursor known: the page's bounds, or a later commit's notice.
         let latest = self
             .sent_cursor_latest
             .into_iter()
             .chain([T::signal(signal)])
             .max();
-        (T::records_in(message), latest.map(|l| l - self.sent_cursor))
+        (message.items(), latest.map(|l| l - self.sent_cursor))
     }
 }
 
 #[tonic::async_trait]
 impl CallRecordService for CallRecordApi {
-    type StreamCallRecordsStream = ServerStream<pb::StreamCallRecordsResponse>;
+    type StreamCallRecordsStream = ServerStream<Framed>;
 
     async fn stream_call_records(
         &self,
@@ -345,11 +430,16 @@ impl CallRecordService for CallRecordApi {
         Ok(Response::new(self.streams.open(
             carrier.id.clone(),
             Some(permit),
-            RecordSource::<CallRecord>::new(self.store.clone(), carrier.id, plan),
+            RecordSource::<CallRecord>::new(
+                self.store.clone(),
+                carrier.id.clone(),
+                plan,
+                Some(self.streams.tails().calls.of(&carrier.id)),
+            ),
         )))
     }
 
-    type StreamQualityRecordsStream = ServerStream<pb::StreamQualityRecordsResponse>;
+    type StreamQualityRecordsStream = ServerStream<Framed>;
 
     async fn stream_quality_records(
         &self,
@@ -361,7 +451,12 @@ impl CallRecordService for CallRecordApi {
         Ok(Response::new(self.streams.open(
             carrier.id.clone(),
             Some(permit),
-            RecordSource::<QualityRecord>::new(self.store.clone(), carrier.id, plan),
+            RecordSource::<QualityRecord>::new(
+                self.store.clone(),
+                carrier.id.clone(),
+                plan,
+                Some(self.streams.tails().quality.of(&carrier.id)),
+            ),
         )))
     }
 

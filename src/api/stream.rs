@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use super::auth::Authorizer;
 use super::limits::StreamPermit;
+use super::tail::LogTails;
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
 use crate::feed::{CarrierSignal, Feed};
@@ -57,8 +58,12 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// What the stream carries, as the `kind` label of its metrics.
     const KIND: &'static str;
 
-    /// Reads what comes next. Errors end the stream with their status.
-    fn next(&mut self) -> impl Future<Output = Result<Step<Self::Message>, ApiError>> + Send;
+    /// Reads what comes next; `known` is the carrier's newest positions announced so far.
+    /// Errors end the stream with their status.
+    fn next(
+        &mut self,
+        known: &CarrierSignal,
+    ) -> impl Future<Output = Result<Step<Self::Message>, ApiError>> + Send;
 
     /// Whether a carrier signal may mean there is something new to read after
     /// [`Step::CaughtUp`].
@@ -106,6 +111,8 @@ pub(crate) struct Streams {
     /// Cancelled when the server shuts down: every stream then ends with UNAVAILABLE.
     shutdown: CancellationToken,
     metrics: Arc<StreamMetrics>,
+    /// Every carrier's shared tails on this instance.
+    tails: Arc<LogTails>,
 }
 
 impl Streams {
@@ -120,8 +127,14 @@ impl Streams {
             auth,
             feed,
             shutdown,
+            tails: Arc::new(LogTails::new(&metrics)),
             metrics,
         }
+    }
+
+    /// The shared tails of this instance's streams.
+    pub(crate) fn tails(&self) -> &LogTails {
+        &self.tails
     }
 
     /// Starts a stream about `carrier`'s data, produced by `source`, holding `permit` (a
@@ -195,7 +208,10 @@ impl<M: prost::Message + Send + 'static> Producer<M> {
         let mut quiet = false;
         loop {
             self.recheck_if_changed().await?;
-            match source.next().await? {
+            let known = *self.signals.borrow();
+            // Boxed: a stream rests in `wait`, and an inline `next` (reads, fills) would size
+            // every resting stream for its largest read.
+            match Box::pin(source.next(&known)).await? {
                 Step::Send(message) => {
                     let (records, lag) = source.delivered(&message, &self.signals.borrow());
                     self.send(message).await?;

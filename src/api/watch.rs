@@ -1,11 +1,16 @@
 //! The source of a `WatchNumbers` stream: an optional snapshot, then the carrier's event log
 //! from a revision, with progress checkpoints while idle. Runs on [`super::stream`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
+
+use super::framing::{Framed, frame_item, message_field};
 use super::stream::{Source, Step};
-use crate::domain::ids::{CarrierId, E164};
-use crate::domain::number::{NumberEvent, NumberFilter, NumberState};
+use super::tail::{Entry, Fill, Read, Tail};
+use crate::domain::ids::{CarrierId, E164, TenantId};
+use crate::domain::number::{NumberEvent, NumberFilter, NumberState, NumberStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::feed::CarrierSignal;
 use crate::pb::v1 as pb;
@@ -51,6 +56,8 @@ pub(crate) struct WatchSource {
     store: Store,
     carrier: CarrierId,
     plan: WatchPlan,
+    /// The carrier's shared tail of number events.
+    tail: Arc<Tail<EventMeta>>,
     phase: Phase,
     /// The revision the client has seen through (events filtered out included).
     cursor: i64,
@@ -62,11 +69,17 @@ pub(crate) struct WatchSource {
 
 impl WatchSource {
     /// A watch of `carrier`'s numbers as `plan` says.
-    pub(crate) fn new(store: Store, carrier: CarrierId, plan: WatchPlan) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        carrier: CarrierId,
+        plan: WatchPlan,
+        tail: Arc<Tail<EventMeta>>,
+    ) -> Self {
         Self {
             store,
             carrier,
             plan,
+            tail,
             phase: Phase::Starting,
             cursor: 0,
             at_end: false,
@@ -122,7 +135,7 @@ impl WatchSource {
         &mut self,
         revision: i64,
         mut after: Option<E164>,
-    ) -> ApiResult<Step<pb::WatchNumbersResponse>> {
+    ) -> ApiResult<Step<Framed>> {
         loop {
             let page = self
                 .store
@@ -157,70 +170,165 @@ impl WatchSource {
                 };
             }
             if !page.numbers.is_empty() {
-                let events = page.numbers.iter().map(snapshot_event).collect();
-                return Ok(Step::Send(events_message(events)));
+                let events: Vec<_> = page.numbers.iter().map(snapshot_event).collect();
+                return Ok(Step::Send(events_message(&events)));
             }
         }
     }
 
-    fn wants(&self, event: &NumberEvent) -> bool {
-        let matches = |s: &NumberState| self.plan.filter.matches(s);
-        matches(&event.state) || event.previous.as_ref().is_some_and(matches)
-    }
-
-    /// The next message of live events after the cursor, if any.
-    async fn live(&mut self) -> ApiResult<Step<pb::WatchNumbersResponse>> {
+    /// The next message of live events after the cursor, if any: from the shared tail, or
+    /// from the database while the watch is behind it.
+    async fn live(&mut self, known: &CarrierSignal) -> ApiResult<Step<Framed>> {
         loop {
             if std::mem::take(&mut self.at_end) {
                 return Ok(Step::CaughtUp);
             }
-            let events = self
-                .store
-                .number_events_after(&self.carrier, self.cursor, EVENT_BATCH)
-                .await?;
-            let Some(first) = events.first() else {
-                return Ok(Step::CaughtUp);
+            let (entries, through, more) = match self.read_tail(known).await? {
+                Some(read) => read,
+                None => match self.read_database().await? {
+                    Some(read) => read,
+                    None => return Ok(Step::CaughtUp),
+                },
             };
-            if first.revision != self.cursor + 1 {
-                // Retention purged events this watcher had not read yet.
-                return Err(self.compacted(self.cursor).await);
-            }
-            self.at_end = (events.len() as u64) < EVENT_BATCH;
-            self.cursor = events.last().map_or(self.cursor, |e| e.revision);
-            let wanted: Vec<pb::NumberEvent> = events
+            // Not at the end while a commit past what was read was announced: a tail read may
+            // stop short of it, and its notice will not come again.
+            self.at_end = !more && known.revision <= through;
+            self.cursor = through;
+            let mut message = Framed::default();
+            for event in entries
                 .iter()
-                .filter(|e| self.wants(e))
-                .map(Into::into)
-                .collect();
-            if !wanted.is_empty() {
-                return Ok(Step::Send(events_message(wanted)));
+                .filter(|e| e.meta.wanted_by(&self.plan.filter))
+            {
+                message.push_item(event.item.clone());
+            }
+            if message.items() > 0 {
+                return Ok(Step::Send(message));
             }
         }
     }
-}
 
-fn events_message(events: Vec<pb::NumberEvent>) -> pb::WatchNumbersResponse {
-    pb::WatchNumbersResponse {
-        events,
-        checkpoint: None,
+    /// Events after the cursor from the carrier's shared tail; `None` when the watch is behind
+    /// it.
+    async fn read_tail(&self, known: &CarrierSignal) -> ApiResult<Option<EventRead>> {
+        let target = (known.revision > self.cursor).then_some(known.revision);
+        let (store, carrier) = (&self.store, &self.carrier);
+        let read = self
+            .tail
+            .after(self.cursor, target, EVENT_BATCH as usize, |end| {
+                fill_tail(store.clone(), carrier.clone(), end)
+            })
+            .await?;
+        Ok(match read {
+            Read::Entries {
+                entries,
+                through,
+                more,
+            } => Some((entries, through, more)),
+            Read::Behind => None,
+        })
+    }
+
+    /// Events after the cursor read by this watch alone; `None` when there are none.
+    async fn read_database(&self) -> ApiResult<Option<EventRead>> {
+        let events = self
+            .store
+            .number_events_after(&self.carrier, self.cursor, EVENT_BATCH)
+            .await?;
+        let Some(first) = events.first() else {
+            return Ok(None);
+        };
+        if first.revision != self.cursor + 1 {
+            // Retention purged events this watcher had not read yet.
+            return Err(self.compacted(self.cursor).await);
+        }
+        let more = events.len() as u64 >= EVENT_BATCH;
+        let through = events.last().map_or(self.cursor, |e| e.revision);
+        Ok(Some((events.iter().map(entry).collect(), through, more)))
     }
 }
 
-fn checkpoint(kind: pb::WatchCheckpointType, revision: i64) -> pb::WatchNumbersResponse {
-    pb::WatchNumbersResponse {
-        events: Vec::new(),
-        checkpoint: Some(pb::WatchCheckpoint {
+/// Events read, through which revision, and whether more follow right away.
+type EventRead = (Vec<Arc<Entry<EventMeta>>>, i64, bool);
+
+/// What a watch filters an event on: the number's tenant and status after the event and
+/// before it. An event is sent when either side passes the filter, so a number leaving the
+/// filtered set is seen leaving.
+#[derive(Debug)]
+pub(crate) struct EventMeta {
+    after: (TenantId, NumberStatus),
+    before: Option<(TenantId, NumberStatus)>,
+}
+
+impl EventMeta {
+    fn wanted_by(&self, filter: &NumberFilter) -> bool {
+        let admits = |(tenant, status): &(TenantId, NumberStatus)| filter.admits(tenant, *status);
+        admits(&self.after) || self.before.as_ref().is_some_and(admits)
+    }
+}
+
+/// The tag of `events` and of `checkpoint` in `WatchNumbersResponse`.
+const EVENTS_TAG: u32 = 1;
+const CHECKPOINT_TAG: u32 = 2;
+
+/// An event, encoded once for every watch of its carrier.
+fn entry(event: &NumberEvent) -> Arc<Entry<EventMeta>> {
+    let side = |s: &NumberState| (s.tenant_id.clone(), s.status);
+    Arc::new(Entry {
+        position: event.revision,
+        meta: EventMeta {
+            after: side(&event.state),
+            before: event.previous.as_ref().map(side),
+        },
+        item: frame_item(
+            EVENTS_TAG,
+            &[],
+            &pb::NumberEvent::from(event).encode_to_vec(),
+        ),
+    })
+}
+
+/// Reads a carrier's events after `after` for its shared tail.
+async fn fill_tail(store: Store, carrier: CarrierId, after: i64) -> ApiResult<Fill<EventMeta>> {
+    let events = store
+        .number_events_after(&carrier, after, EVENT_BATCH)
+        .await?;
+    let floor = match events.first() {
+        // Purged up to the first event still there.
+        Some(first) if first.revision != after + 1 => first.revision - 1,
+        _ => 0,
+    };
+    Ok(Fill {
+        through: events.last().map_or(after, |e| e.revision),
+        entries: events.iter().map(entry).collect(),
+        floor,
+    })
+}
+
+fn events_message(events: &[pb::NumberEvent]) -> Framed {
+    let mut message = Framed::default();
+    for event in events {
+        message.push_item(frame_item(EVENTS_TAG, &[], &event.encode_to_vec()));
+    }
+    message
+}
+
+fn checkpoint(kind: pb::WatchCheckpointType, revision: i64) -> Framed {
+    let mut message = Framed::default();
+    message.push_field(message_field(
+        CHECKPOINT_TAG,
+        &pb::WatchCheckpoint {
             r#type: kind as i32,
             revision,
-        }),
-    }
+        },
+    ));
+    message
 }
 
 impl Source for WatchSource {
-    type Message = pb::WatchNumbersResponse;
+    type Message = Framed;
     const KIND: &'static str = "number_events";
 
-    async fn next(&mut self) -> ApiResult<Step<Self::Message>> {
+    async fn next(&mut self, known: &CarrierSignal) -> ApiResult<Step<Framed>> {
         if matches!(self.phase, Phase::Starting) {
             self.start().await?;
         }
@@ -235,7 +343,7 @@ impl Source for WatchSource {
                 let (revision, after) = (*revision, after.clone());
                 self.snapshot(revision, after).await
             }
-            Phase::Starting | Phase::Live => self.live().await,
+            Phase::Starting | Phase::Live => self.live(known).await,
         }
     }
 
@@ -253,7 +361,7 @@ impl Source for WatchSource {
 
     fn delivered(&self, message: &Self::Message, signal: &CarrierSignal) -> (u64, Option<i64>) {
         let lag = (signal.revision > 0).then(|| signal.revision - self.cursor);
-        (message.events.len() as u64, lag)
+        (message.items(), lag)
     }
 }
 
@@ -263,6 +371,6 @@ fn snapshot_event(state: &NumberState) -> pb::NumberEvent {
         r#type: pb::NumberEventType::Snapshot as i32,
         number: Some(state.into()),
         previous: None,
-        commit_time: Some(super::wire::time::timestamp(state.update_time_ms)),
+        commit_time: Some(crate::wire::time::timestamp(state.update_time_ms)),
     }
 }

@@ -245,10 +245,13 @@ pub struct NumberFilter {
 impl NumberFilter {
     /// Whether `state` passes the filter.
     pub fn matches(&self, state: &NumberState) -> bool {
-        self.tenant_id
-            .as_ref()
-            .is_none_or(|t| &state.tenant_id == t)
-            && self.status.is_none_or(|s| state.status == s)
+        self.admits(&state.tenant_id, state.status)
+    }
+
+    /// Whether a number of `tenant_id` in `status` passes the filter.
+    pub fn admits(&self, tenant_id: &TenantId, status: NumberStatus) -> bool {
+        self.tenant_id.as_ref().is_none_or(|t| tenant_id == t)
+            && self.status.is_none_or(|s| status == s)
     }
 }
 

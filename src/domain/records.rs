@@ -581,11 +581,38 @@ pub struct LogBounds {
     pub latest: i64,
 }
 
+/// A stored record as read for a stream: its place, what streams filter on, and its stored
+/// encoding (the wire message with cursor 0), framed into responses without decoding.
+#[derive(Debug, Clone)]
+pub struct EncodedRecord {
+    /// Its cursor in the carrier's log.
+    pub cursor: i64,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Call start, Unix milliseconds.
+    pub start_time_ms: i64,
+    /// The stored encoding.
+    pub encoded: bytes::Bytes,
+}
+
+impl RecordFilter {
+    /// Whether a record of `tenant_id` starting at `start_time_ms` passes the filter.
+    pub fn admits(&self, tenant_id: &str, start_time_ms: i64) -> bool {
+        self.tenant_id
+            .as_ref()
+            .is_none_or(|t| t.as_str() == tenant_id)
+            && self.start_from_ms.is_none_or(|from| start_time_ms >= from)
+            && self
+                .start_before_ms
+                .is_none_or(|before| start_time_ms < before)
+    }
+}
+
 /// One read from a log.
 #[derive(Debug, Clone)]
-pub struct RecordPage<T> {
-    /// Matching records with their cursors, in cursor order.
-    pub records: Vec<(i64, T)>,
+pub struct RecordPage {
+    /// Matching records, in cursor order.
+    pub records: Vec<EncodedRecord>,
     /// Every record up to this cursor was read or filtered out.
     pub next_cursor: i64,
     /// The log's bounds when it was read.

@@ -50,6 +50,15 @@ pub(super) fn columns<E: EntityTrait>() -> usize {
     E::Column::iter().count()
 }
 
+/// How an ingestion attempt learns which keys are stored already.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Lookup {
+    /// Assume none is: insert, and give up (roll back) if some row was not inserted.
+    AssumeNew,
+    /// Read the stored rows of the batch's keys first, and classify each record.
+    Existing,
+}
+
 /// What one attempt of a write transaction did.
 pub(super) enum Attempt<T> {
     /// It committed; the result.

@@ -9,7 +9,7 @@ use sea_orm::{
     QuerySelect,
 };
 
-use super::batch::{Attempt, columns, per_statement, retry_write};
+use super::batch::{Attempt, Lookup, columns, per_statement, retry_write};
 use super::entities::{call_duration, call_record, upload};
 use super::{Store, StoreError, now_ms};
 use crate::domain::calendar::Window;
@@ -53,6 +53,13 @@ fn decode_tally(json: &str) -> Result<Tally, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("upload summary: {e}")))
 }
 
+/// Whether no call id occurs twice in `batch`.
+fn distinct_call_ids(batch: &[CallDurationReport]) -> bool {
+    let mut ids: Vec<&str> = batch.iter().map(|r| r.call_id().as_str()).collect();
+    ids.sort_unstable();
+    ids.windows(2).all(|w| w[0] != w[1])
+}
+
 impl Store {
     /// Stores a batch of one carrier's durations exactly once per (carrier, call id): new
     /// records are inserted with one multi-row statement per chunk, identical resends count as
@@ -62,7 +69,18 @@ impl Store {
         carrier: &CarrierId,
         batch: &[CallDurationReport],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        retry_write(|| self.report_durations_once(carrier, batch)).await
+        // As for records (see `Store::ingest`): first assume every call id is new, and
+        // classify key by key only when one was not.
+        if distinct_call_ids(batch)
+            && let Some(outcomes) =
+                retry_write(|| self.report_durations_once(carrier, batch, Lookup::AssumeNew))
+                    .await?
+        {
+            return Ok(outcomes);
+        }
+        retry_write(|| self.report_durations_once(carrier, batch, Lookup::Existing))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("duration upload classified no record".into()))
     }
 
     /// One attempt of [`Store::report_durations`]. Inserts skip keys stored meanwhile, so a
@@ -74,10 +92,14 @@ impl Store {
         &self,
         carrier: &CarrierId,
         batch: &[CallDurationReport],
-    ) -> Result<Attempt<Vec<IngestOutcome>>, StoreError> {
+        lookup: Lookup,
+    ) -> Result<Attempt<Option<Vec<IngestOutcome>>>, StoreError> {
         let tx = self.begin_write().await?;
         let mut stored: HashMap<String, String> = HashMap::new();
-        let ids: Vec<&str> = batch.iter().map(|r| r.call_id().as_str()).collect();
+        let ids: Vec<&str> = match lookup {
+            Lookup::Existing => batch.iter().map(|r| r.call_id().as_str()).collect(),
+            Lookup::AssumeNew => Vec::new(),
+        };
         for chunk in per_statement(ids, 1) {
             for row in call_duration::Entity::find()
                 .filter(call_duration::Column::CarrierId.eq(carrier.as_str()))
@@ -135,10 +157,13 @@ impl Store {
         }
         if inserted != expected {
             tx.rollback().await?;
-            return Ok(Attempt::Raced);
+            return Ok(match lookup {
+                Lookup::Existing => Attempt::Raced,
+                Lookup::AssumeNew => Attempt::Committed(None),
+            });
         }
         tx.commit().await?;
-        Ok(Attempt::Committed(outcomes))
+        Ok(Attempt::Committed(Some(outcomes)))
     }
 
     /// The stored summary of a carrier's completed upload.

@@ -8,18 +8,25 @@ use super::logs::GaplessLog;
 use super::records::{LogRecord, Place, RecordTable, StoredRow};
 use crate::domain::records::{CallRecord, Classification, LogBounds, LogKind, QualityRecord};
 use crate::feed::Notice;
+use crate::pb::v1 as pb;
+use crate::wire::records::{call_record_to_pb, quality_record_to_pb};
 
 // === Call records ===
 
 impl LogRecord for CallRecord {
     const KIND: LogKind = LogKind::CallRecords;
     type Table = call_record::Entity;
+    type Wire = pb::CallRecord;
 
     fn key(&self) -> (String, String) {
         (self.call_id().as_str().to_owned(), String::new())
     }
 
-    fn row(&self, place: Place, json: String) -> call_record::ActiveModel {
+    fn wire(&self) -> pb::CallRecord {
+        call_record_to_pb(0, self)
+    }
+
+    fn row(&self, place: Place, encoded: Vec<u8>) -> call_record::ActiveModel {
         // The tenant's side of the call, for usage by number.
         let tenant_number = self.tenant_number().map(ToString::to_string);
         call_record::ActiveModel {
@@ -32,7 +39,7 @@ impl LogRecord for CallRecord {
             duration_ms: Set(self.duration_ms()),
             successful: Set(self.successful()),
             tenant_number: Set(tenant_number.unwrap_or_default()),
-            record: Set(json),
+            encoded: Set(encoded),
         }
     }
 }
@@ -49,7 +56,9 @@ impl RecordTable for call_record::Entity {
             carrier_id: row.carrier_id,
             cursor: row.cursor,
             key: (row.call_id, String::new()),
-            json: row.record,
+            tenant_id: row.tenant_id,
+            start_time_ms: row.start_time_ms,
+            encoded: row.encoded,
         }
     }
 }
@@ -59,6 +68,7 @@ impl RecordTable for call_record::Entity {
 impl LogRecord for QualityRecord {
     const KIND: LogKind = LogKind::QualityRecords;
     type Table = quality_record::Entity;
+    type Wire = pb::QualityRecord;
 
     fn key(&self) -> (String, String) {
         (
@@ -67,7 +77,11 @@ impl LogRecord for QualityRecord {
         )
     }
 
-    fn row(&self, place: Place, json: String) -> quality_record::ActiveModel {
+    fn wire(&self) -> pb::QualityRecord {
+        quality_record_to_pb(0, self)
+    }
+
+    fn row(&self, place: Place, encoded: Vec<u8>) -> quality_record::ActiveModel {
         let classification = match self.classification() {
             Classification::Good => 1,
             Classification::Poor(_) => 2,
@@ -82,7 +96,7 @@ impl LogRecord for QualityRecord {
             start_time_ms: Set(self.start_time_ms()),
             ingest_time_ms: Set(place.ingest_time_ms),
             classification: Set(classification),
-            record: Set(json),
+            encoded: Set(encoded),
         }
     }
 }
@@ -102,7 +116,9 @@ impl RecordTable for quality_record::Entity {
             carrier_id: row.carrier_id,
             cursor: row.cursor,
             key: (row.call_id, row.stream_id),
-            json: row.record,
+            tenant_id: row.tenant_id,
+            start_time_ms: row.start_time_ms,
+            encoded: row.encoded,
         }
     }
 }

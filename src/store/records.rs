@@ -4,7 +4,12 @@
 //! An ingestion batch is one transaction: lock the carriers it names (in id order), look up
 //! which keys exist, take `n` cursors from each carrier's counter for its new records, insert
 //! them with one multi-row statement per chunk, commit. Cursors are therefore gapless and in
-//! commit order, like number revisions.
+//! commit order, like number revisions. The look-up is skipped on a first attempt that
+//! assumes every key is new; if one was not, that attempt rolls back (its cursors with it)
+//! and the batch runs again with the look-up.
+//!
+//! Records are stored as their protobuf encoding, which streams frame without decoding. A
+//! resent record is a duplicate when it decodes to the same record, whatever its bytes.
 //!
 //! Keys are unique across carriers, so on PostgreSQL batches of different carriers (which lock
 //! different carrier rows and run in parallel) can insert the same new key at once. Rows are
@@ -19,33 +24,37 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use prost::Message;
+
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use sea_orm::{QueryOrder, QuerySelect};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use super::batch::{Attempt, columns, per_statement, retry_write};
+use super::batch::{Attempt, Lookup, columns, per_statement, retry_write};
 use super::entities::{carrier, consumer_cursor};
 use super::logs::{GaplessLog, take_positions};
 use super::record_kinds::{bounds_of, kind_code};
 use super::{Store, StoreError, notify, now_ms};
 use crate::domain::durations::IngestOutcome;
 use crate::domain::ids::CarrierId;
-use crate::domain::records::{LogBounds, LogKind, RecordFilter, RecordPage};
+use crate::domain::records::{EncodedRecord, LogBounds, LogKind, RecordFilter, RecordPage};
 use crate::feed::Notice;
 
 /// A record that lives in a carrier's log: its kind, its table, its key, and its row.
-pub(crate) trait LogRecord: Serialize + DeserializeOwned + Send + Sync {
+pub(crate) trait LogRecord: Send + Sync {
     /// Its log.
     const KIND: LogKind;
     /// The table of its log.
     type Table: RecordTable;
+    /// The wire message it is stored as (with cursor 0).
+    type Wire: prost::Message + Default + PartialEq;
     /// Its idempotency key: (`call_id`, `stream_id` or empty).
     fn key(&self) -> (String, String);
-    /// Its row at `place`, with `json` (the record as stored) and the columns its kind keeps
-    /// beside it for filters and joins.
-    fn row(&self, place: Place, json: String) -> <Self::Table as EntityTrait>::ActiveModel;
+    /// It as its wire message, cursor 0.
+    fn wire(&self) -> Self::Wire;
+    /// Its row at `place`, with `encoded` (its wire message, encoded) and the columns its kind
+    /// keeps beside it for filters and joins.
+    fn row(&self, place: Place, encoded: Vec<u8>) -> <Self::Table as EntityTrait>::ActiveModel;
 }
 
 /// Where a new record goes: its carrier's log, its cursor, and when it was ingested.
@@ -73,22 +82,24 @@ pub(crate) trait RecordTable: GaplessLog<Model: Sync, ActiveModel: Send + Sync> 
     fn stored(row: Self::Model) -> StoredRow;
 }
 
-/// A stored record row: its place, its key and the record as stored.
+/// A stored record row: its place, its key, what filters see and the record as stored.
 pub(crate) struct StoredRow {
     pub carrier_id: String,
     pub cursor: i64,
     pub key: (String, String),
-    pub json: String,
+    pub tenant_id: String,
+    pub start_time_ms: i64,
+    pub encoded: Vec<u8>,
 }
 
 /// A new row of table `L` with its key, so that rows can be inserted in key order.
 type KeyedRow<L> = ((String, String), <L as EntityTrait>::ActiveModel);
 
-/// Stored key → (carrier, JSON) for the keys of a batch.
+/// Stored key → (carrier, encoding) for the keys of a batch.
 async fn existing<L: RecordTable, C: ConnectionTrait>(
     tx: &C,
     keys: &[(String, String)],
-) -> Result<HashMap<(String, String), (String, String)>, StoreError> {
+) -> Result<HashMap<(String, String), (String, Vec<u8>)>, StoreError> {
     let mut call_ids: Vec<&str> = keys.iter().map(|(c, _)| c.as_str()).collect();
     call_ids.sort_unstable();
     call_ids.dedup();
@@ -96,7 +107,7 @@ async fn existing<L: RecordTable, C: ConnectionTrait>(
     for chunk in per_statement(call_ids, 1) {
         for row in L::find().filter(L::CALL_ID.is_in(chunk)).all(tx).await? {
             let row = L::stored(row);
-            found.insert(row.key, (row.carrier_id, row.json));
+            found.insert(row.key, (row.carrier_id, row.encoded));
         }
     }
     Ok(found)
@@ -125,25 +136,59 @@ fn log_query<L: RecordTable>(
     query.order_by_asc(L::POSITION)
 }
 
+/// Whether no key occurs twice in `batch`.
+fn distinct_keys<T: LogRecord>(batch: &[(CarrierId, T)]) -> bool {
+    let mut keys: Vec<(String, String)> = batch.iter().map(|(_, r)| r.key()).collect();
+    keys.sort_unstable();
+    keys.windows(2).all(|w| w[0] != w[1])
+}
+
+/// Whether a stored encoding holds the same record as `wire`. Compared decoded, never as
+/// bytes: a record stored by another encoder (field order, a field a newer proto added, left
+/// at its default) is still the same record.
+fn same_record<W: prost::Message + Default + PartialEq>(
+    encoded: &[u8],
+    wire: &W,
+) -> Result<bool, StoreError> {
+    let stored = W::decode(encoded)
+        .map_err(|e| StoreError::Corrupt(format!("stored record does not decode: {e}")))?;
+    Ok(stored == *wire)
+}
+
 impl Store {
     /// Ingests a batch of records, each for the carrier it names, in one transaction.
     /// Returns one outcome per record, in order.
+    ///
+    /// Most batches hold only new records, so the first attempt assumes that: it inserts
+    /// without looking the keys up first (the look-up cost as much as the insert). When a key
+    /// turns out to be stored already (fewer rows inserted than sent, or a key twice in the
+    /// batch) it rolls back, and the batch is classified key by key.
     pub(crate) async fn ingest<T: LogRecord>(
         &self,
         batch: &[(CarrierId, T)],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        retry_write(|| self.ingest_once(batch)).await
+        if distinct_keys(batch)
+            && let Some(outcomes) =
+                retry_write(|| self.ingest_once(batch, Lookup::AssumeNew)).await?
+        {
+            return Ok(outcomes);
+        }
+        retry_write(|| self.ingest_once(batch, Lookup::Existing))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("ingestion classified no record".into()))
     }
 
     /// One attempt of [`Store::ingest`]; [`Attempt::Raced`] when a concurrent writer stored
-    /// some of the keys it classified new.
+    /// some of the keys it classified new. With [`Lookup::AssumeNew`], `None` when some key
+    /// was stored already (nothing was written).
     async fn ingest_once<T: LogRecord>(
         &self,
         batch: &[(CarrierId, T)],
-    ) -> Result<Attempt<Vec<IngestOutcome>>, StoreError> {
+        lookup: Lookup,
+    ) -> Result<Attempt<Option<Vec<IngestOutcome>>>, StoreError> {
         let mut outcomes = vec![IngestOutcome::CarrierUnknown; batch.len()];
         if batch.is_empty() {
-            return Ok(Attempt::Committed(outcomes));
+            return Ok(Attempt::Committed(Some(outcomes)));
         }
         let tx = self.begin_write().await?;
         // Lock every carrier of the batch, in id order (no deadlocks between batches).
@@ -155,26 +200,33 @@ impl Store {
             *known = take_positions::<T::Table, _>(&tx, id, 0).await?.is_some();
         }
         let keys: Vec<(String, String)> = batch.iter().map(|(_, r)| r.key()).collect();
-        let mut stored = existing::<T::Table, _>(&tx, &keys).await?;
-        let mut new_by_carrier: BTreeMap<&str, Vec<(usize, String)>> = BTreeMap::new();
+        let mut stored = match lookup {
+            Lookup::Existing => existing::<T::Table, _>(&tx, &keys).await?,
+            Lookup::AssumeNew => HashMap::new(),
+        };
+        let mut new_by_carrier: BTreeMap<&str, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
         for (i, ((carrier, record), key)) in batch.iter().zip(keys).enumerate() {
             if !carriers.get(carrier.as_str()).copied().unwrap_or(false) {
                 continue;
             }
-            let json = serde_json::to_string(record)
-                .map_err(|e| StoreError::Corrupt(format!("encoding record: {e}")))?;
+            let wire = record.wire();
             outcomes[i] = match stored.get(&key) {
-                Some((owner, stored_json)) if owner == carrier.as_str() && *stored_json == json => {
-                    IngestOutcome::Duplicate
+                Some((owner, encoded)) if owner == carrier.as_str() => {
+                    if same_record(encoded, &wire)? {
+                        IngestOutcome::Duplicate
+                    } else {
+                        IngestOutcome::Conflict
+                    }
                 }
                 Some(_) => IngestOutcome::Conflict,
                 None => {
+                    let encoded = wire.encode_to_vec();
                     // Later records of this batch with the same key compare against this one.
-                    stored.insert(key, (carrier.to_string(), json.clone()));
+                    stored.insert(key, (carrier.to_string(), encoded.clone()));
                     new_by_carrier
                         .entry(carrier.as_str())
                         .or_default()
-                        .push((i, json));
+                        .push((i, encoded));
                     IngestOutcome::Accepted
                 }
             };
@@ -188,14 +240,14 @@ impl Store {
                 continue;
             };
             let latest = T::Table::bounds(&row).latest;
-            for ((i, json), cursor) in records.into_iter().zip(latest - n + 1..) {
+            for ((i, encoded), cursor) in records.into_iter().zip(latest - n + 1..) {
                 let place = Place {
                     carrier_id: carrier_id.to_owned(),
                     cursor,
                     ingest_time_ms,
                 };
                 let record = &batch[i].1;
-                rows.push((record.key(), record.row(place, json)));
+                rows.push((record.key(), record.row(place, encoded)));
             }
             let notice = (T::Table::NOTICE)(carrier_id.to_owned(), latest);
             notify(&tx, &notice).await?;
@@ -217,13 +269,16 @@ impl Store {
         }
         if inserted != expected {
             tx.rollback().await?;
-            return Ok(Attempt::Raced);
+            return Ok(match lookup {
+                Lookup::Existing => Attempt::Raced,
+                Lookup::AssumeNew => Attempt::Committed(None),
+            });
         }
         tx.commit().await?;
         for notice in published {
             self.feed.deliver(notice);
         }
-        Ok(Attempt::Committed(outcomes))
+        Ok(Attempt::Committed(Some(outcomes)))
     }
 
     /// The bounds of one of a carrier's logs.
@@ -247,7 +302,7 @@ impl Store {
         after: i64,
         filter: &RecordFilter,
         limit: u64,
-    ) -> Result<RecordPage<T>, StoreError> {
+    ) -> Result<RecordPage, StoreError> {
         let tx = self.begin_snapshot().await?;
         let row = carrier::Entity::find_by_id(carrier.as_str())
             .one(&tx)
@@ -269,12 +324,13 @@ impl Store {
         };
         let records = rows
             .into_iter()
-            .map(|StoredRow { cursor, json, .. }| {
-                serde_json::from_str(&json)
-                    .map(|r| (cursor, r))
-                    .map_err(|e| StoreError::Corrupt(format!("record {cursor}: {e}")))
+            .map(|row| EncodedRecord {
+                cursor: row.cursor,
+                tenant_id: row.tenant_id,
+                start_time_ms: row.start_time_ms,
+                encoded: row.encoded.into(),
             })
-            .collect::<Result<_, _>>()?;
+            .collect();
         Ok(RecordPage {
             records,
             next_cursor,
@@ -343,5 +399,53 @@ impl Store {
         batch: u64,
     ) -> Result<u64, StoreError> {
         self.purge_log::<T::Table>(cutoff_ms, batch).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::v1 as pb;
+
+    fn record() -> pb::CallRecord {
+        pb::CallRecord {
+            call_id: "call-1".into(),
+            tenant_id: "t".into(),
+            caller_number: "+14255550100".into(),
+            successful: true,
+            final_sip_code: 200,
+            ..Default::default()
+        }
+    }
+
+    /// Duplicates are found on decoded values: the same record stored with its fields in
+    /// another order, with a field a newer proto added (left at its default, but present),
+    /// and with a default-valued field written out is still the same record; a changed value
+    /// is not.
+    #[test]
+    fn same_record_compares_decoded_values() {
+        let wire = record();
+        assert!(same_record(&wire.encode_to_vec(), &wire).unwrap());
+
+        let mut other_encoder = Vec::new();
+        // final_sip_code (15) first, then successful (14), call_id (2), tenant_id (4),
+        // caller_number (7), then `int32 microsoft_subcode = 17` written at 0, then an unknown
+        // field 99 (a newer proto's, at its default).
+        other_encoder.extend_from_slice(&[0x78, 200, 1]); // 15: 200
+        other_encoder.extend_from_slice(&[0x70, 1]); // 14: true
+        prost::encoding::string::encode(2, &wire.call_id, &mut other_encoder);
+        prost::encoding::string::encode(4, &wire.tenant_id, &mut other_encoder);
+        prost::encoding::string::encode(7, &wire.caller_number, &mut other_encoder);
+        other_encoder.extend_from_slice(&[0x88, 0x01, 0]); // 17: 0
+        other_encoder.extend_from_slice(&[0x98, 0x06, 0]); // 99: 0
+        assert_ne!(other_encoder, wire.encode_to_vec());
+        assert!(same_record(&other_encoder, &wire).unwrap());
+
+        let changed = pb::CallRecord {
+            final_sip_code: 486,
+            ..record()
+        };
+        assert!(!same_record(&other_encoder, &changed).unwrap());
+        assert!(same_record(&[0xff], &wire).is_err());
     }
 }

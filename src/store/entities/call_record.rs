@@ -1,4 +1,5 @@
-//! One entry of a carrier's call-record log. `record` holds the domain record as JSON.
+//! One entry of a carrier's call-record log. `encoded` holds the record's protobuf
+//! encoding (the wire message with cursor 0), which streams frame without decoding.
 
 use sea_orm::entity::prelude::*;
 
@@ -21,7 +22,7 @@ pub struct Model {
     /// The tenant's side of the call: the caller of an outbound call, the callee of an
     /// inbound one (empty when withheld).
     pub tenant_number: String,
-    pub record: String,
+    pub encoded: Vec<u8>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

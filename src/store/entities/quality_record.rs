@@ -1,4 +1,5 @@
-//! One entry of a carrier's quality-record log. `record` holds the domain record as JSON.
+//! One entry of a carrier's quality-record log. `encoded` holds the record's protobuf
+//! encoding (the wire message with cursor 0), which streams frame without decoding.
 
 use sea_orm::entity::prelude::*;
 
@@ -17,7 +18,7 @@ pub struct Model {
     pub ingest_time_ms: i64,
     /// 1 good, 2 poor, 3 unclassified: for queries over quality without decoding records.
     pub classification: i16,
-    pub record: String,
+    pub encoded: Vec<u8>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,7 @@ mod m20261127_000002_create_numbers;
 mod m20261127_000003_create_record_logs;
 mod m20261127_000004_create_durations;
 mod m20261129_000005_bytewise_keys;
+mod m20261129_000006_records_as_protobuf;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_create_record_logs::Migration),
             Box::new(m20261127_000004_create_durations::Migration),
             Box::new(m20261129_000005_bytewise_keys::Migration),
+            Box::new(m20261129_000006_records_as_protobuf::Migration),
         ]
     }
 }
