@@ -77,6 +77,8 @@ pub(crate) struct Families {
     pub certificate_expiry: Gauge,
     pub db_query_duration: Histogram,
     pub db_pool_connections: Family<PoolLabels, Gauge>,
+    /// Audit events by outcome: `written`, `waited` (the queue was full), `dropped`.
+    pub audit_events: Family<ReasonLabels, Counter>,
 }
 
 impl Families {
@@ -97,6 +99,7 @@ impl Families {
             certificate_expiry: Gauge::default(),
             db_query_duration: latency_histogram(),
             db_pool_connections: Family::default(),
+            audit_events: Family::default(),
         };
         registry.register(
             "rpcs",
@@ -166,6 +169,11 @@ impl Families {
             "Database pool connections, idle or in use (read at scrape time)",
             families.db_pool_connections.clone(),
         );
+        registry.register(
+            "audit_events",
+            "Audit events written, queued after waiting for room, or dropped, by outcome",
+            families.audit_events.clone(),
+        );
         families.start_at_zero();
         families
     }
@@ -191,6 +199,9 @@ impl Families {
         }
         for reason in ["ok", "refused"] {
             let _ = self.tls_reloads.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["written", "waited", "dropped"] {
+            let _ = self.audit_events.get_or_create(&ReasonLabels { reason });
         }
         for kind in [RECORD_KINDS, STREAM_KINDS].concat() {
             let labels = KindLabels { kind };
@@ -375,6 +386,14 @@ impl StreamMetrics {
         };
         set("idle", idle);
         set("in_use", in_use);
+    }
+
+    /// Counts `n` audit events with `outcome` (`written`, `waited`, `dropped`).
+    pub(crate) fn audit(&self, outcome: &'static str, n: u64) {
+        self.families
+            .audit_events
+            .get_or_create(&ReasonLabels { reason: outcome })
+            .inc_by(n);
     }
 
     /// Counts one ended RPC.

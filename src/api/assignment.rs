@@ -166,12 +166,14 @@ impl AssignmentService for AssignmentApi {
     ) -> Result<Response<Self::WatchNumbersStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
         let plan = plan_watch(request.get_ref())?;
+        let read = super::audited::watch_read(&carrier.id, request.get_ref());
         let permit = self.auth.stream_permit(&carrier)?;
         let source = WatchSource::new(self.store.clone(), carrier.id.clone(), plan);
-        Ok(Response::new(self.streams.open(
+        Ok(Response::new(self.streams.open_audited(
             carrier.id,
             Some(permit),
             source,
+            read,
         )))
     }
 }

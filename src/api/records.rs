@@ -8,6 +8,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::Authorizer;
+use super::audited::record_read;
 use super::stream::{ServerStream, Source, Step, Streams};
 use super::wire::records::{call_record_to_pb, quality_record_to_pb};
 use super::wire::time::optional_time_ms;
@@ -123,6 +124,8 @@ trait Wire: LogRecord + Send + 'static {
     const METRIC_KIND: &'static str;
     /// Records in a response.
     fn records_in(response: &Self::Response) -> u64;
+    /// The first and last cursor in a response, for the audit log.
+    fn cursors(response: &Self::Response) -> Option<(i64, i64)>;
 }
 
 impl Wire for CallRecord {
@@ -143,6 +146,12 @@ impl Wire for CallRecord {
     const METRIC_KIND: &'static str = LogKind::CallRecords.label();
     fn records_in(response: &Self::Response) -> u64 {
         response.records.len() as u64
+    }
+    fn cursors(response: &Self::Response) -> Option<(i64, i64)> {
+        Some((
+            response.records.first()?.cursor,
+            response.records.last()?.cursor,
+        ))
     }
 }
 
@@ -165,6 +174,12 @@ impl Wire for QualityRecord {
     fn records_in(response: &Self::Response) -> u64 {
         response.records.len() as u64
     }
+    fn cursors(response: &Self::Response) -> Option<(i64, i64)> {
+        Some((
+            response.records.first()?.cursor,
+            response.records.last()?.cursor,
+        ))
+    }
 }
 
 /// One record stream's reads and encoding.
@@ -186,6 +201,9 @@ struct RecordSource<T: Wire> {
     sent_cursor: i64,
     /// The newest cursor of the log when it was last read, for the lag metric.
     sent_cursor_latest: Option<i64>,
+    /// The carrier's erasure epoch when `buffered` was read: when an erasure moves it, the
+    /// rows read before are dropped and read again, redacted (DESIGN §8).
+    erased_epoch: u64,
 }
 
 impl<T: Wire> RecordSource<T> {
@@ -201,6 +219,7 @@ impl<T: Wire> RecordSource<T> {
             delivered: 0,
             sent_cursor: 0,
             sent_cursor_latest: None,
+            erased_epoch: 0,
         }
     }
 
@@ -252,6 +271,14 @@ impl<T: Wire> Source for RecordSource<T> {
         loop {
             if self.max_reached() {
                 return Ok(Step::End);
+            }
+            let erased_epoch = self.store.feed().erased_epoch(self.carrier.as_str());
+            if erased_epoch != self.erased_epoch {
+                // Rows read before an erasure may hold what it redacted: read them again.
+                self.erased_epoch = erased_epoch;
+                self.buffered.clear();
+                self.page_end = None;
+                self.at_end = false;
             }
             if self.buffered.is_empty() {
                 if let Some(end) = self.page_end.take() {
@@ -329,6 +356,10 @@ impl<T: Wire> Source for RecordSource<T> {
             .max();
         (T::records_in(message), latest.map(|l| l - self.sent_cursor))
     }
+
+    fn positions(&self, message: &Self::Message) -> Option<(i64, i64)> {
+        T::cursors(message)
+    }
 }
 
 #[tonic::async_trait]
@@ -340,12 +371,15 @@ impl CallRecordService for CallRecordApi {
         request: Request<pb::StreamCallRecordsRequest>,
     ) -> Result<Response<Self::StreamCallRecordsStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
-        let plan = plan_stream(request.get_ref().options.as_ref())?;
+        let options = request.get_ref().options.as_ref();
+        let plan = plan_stream(options)?;
+        let read = record_read("StreamCallRecords", &carrier.id, options);
         let permit = self.auth.stream_permit(&carrier)?;
-        Ok(Response::new(self.streams.open(
+        Ok(Response::new(self.streams.open_audited(
             carrier.id.clone(),
             Some(permit),
             RecordSource::<CallRecord>::new(self.store.clone(), carrier.id, plan),
+            read,
         )))
     }
 
@@ -356,12 +390,15 @@ impl CallRecordService for CallRecordApi {
         request: Request<pb::StreamQualityRecordsRequest>,
     ) -> Result<Response<Self::StreamQualityRecordsStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
-        let plan = plan_stream(request.get_ref().options.as_ref())?;
+        let options = request.get_ref().options.as_ref();
+        let plan = plan_stream(options)?;
+        let read = record_read("StreamQualityRecords", &carrier.id, options);
         let permit = self.auth.stream_permit(&carrier)?;
-        Ok(Response::new(self.streams.open(
+        Ok(Response::new(self.streams.open_audited(
             carrier.id.clone(),
             Some(permit),
             RecordSource::<QualityRecord>::new(self.store.clone(), carrier.id, plan),
+            read,
         )))
     }
 

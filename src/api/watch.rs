@@ -255,6 +255,13 @@ impl Source for WatchSource {
         let lag = (signal.revision > 0).then(|| signal.revision - self.cursor);
         (message.events.len() as u64, lag)
     }
+
+    fn positions(&self, message: &Self::Message) -> Option<(i64, i64)> {
+        Some((
+            message.events.first()?.revision,
+            message.events.last()?.revision,
+        ))
+    }
 }
 
 fn snapshot_event(state: &NumberState) -> pb::NumberEvent {
