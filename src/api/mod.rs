@@ -5,12 +5,16 @@
 //! and page tokens (`page_token`); and the wire mapping, by what it maps (`wire`).
 
 pub(crate) mod assignment;
+mod audited;
 mod auth;
 pub(crate) mod durations;
+mod export;
 mod ingest;
 mod limits;
 mod page_token;
 pub(crate) mod platform;
+mod platform_audit;
+mod privacy;
 mod reconciliation;
 pub(crate) mod records;
 mod stream;

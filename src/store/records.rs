@@ -29,6 +29,7 @@ use super::batch::{Attempt, columns, per_statement, retry_write};
 use super::entities::{carrier, consumer_cursor};
 use super::logs::{GaplessLog, take_positions};
 use super::record_kinds::{bounds_of, kind_code};
+use super::redaction::{Stored, same_record};
 use super::{Store, StoreError, notify, now_ms};
 use crate::domain::durations::IngestOutcome;
 use crate::domain::ids::CarrierId;
@@ -164,7 +165,10 @@ impl Store {
             let json = serde_json::to_string(record)
                 .map_err(|e| StoreError::Corrupt(format!("encoding record: {e}")))?;
             outcomes[i] = match stored.get(&key) {
-                Some((owner, stored_json)) if owner == carrier.as_str() && *stored_json == json => {
+                Some((owner, stored_json))
+                    if owner == carrier.as_str()
+                        && same_record(Stored::log(T::KIND), stored_json, &json) =>
+                {
                     IngestOutcome::Duplicate
                 }
                 Some(_) => IngestOutcome::Conflict,

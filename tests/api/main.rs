@@ -4,9 +4,11 @@
 mod helpers;
 
 mod admin;
+mod audit;
 mod collation;
 mod contention;
 mod durations;
+mod erasure;
 mod identity;
 mod limits;
 mod metrics;
