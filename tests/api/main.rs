@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod admin_privacy;
 mod audit;
 mod collation;
 mod contention;
