@@ -21,9 +21,8 @@
 
 use std::collections::HashSet;
 
-use sea_orm::{
-    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
-};
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::batch::{Attempt, retry_write};
 use super::carriers::lock_carrier;
@@ -160,18 +159,21 @@ impl Store {
                 .limit(BATCH)
                 .all(&tx)
                 .await?;
-            let mut redacted = 0;
+            let mut changes = Vec::new();
             for row in &rows {
                 if let Some(record) = redact(Stored::CallRecord, &row.record)? {
-                    call_record::Entity::update_many()
-                        .col_expr(C::Record, Expr::value(record))
-                        .col_expr(C::TenantNumber, Expr::value(""))
-                        .filter(C::CarrierId.eq(carrier_id))
-                        .filter(C::Cursor.eq(row.cursor))
-                        .exec(&tx)
-                        .await?;
-                    redacted += 1;
+                    changes.push((row.cursor.into(), record));
                 }
+            }
+            let redacted = changes.len() as u64;
+            if !changes.is_empty() {
+                call_record::Entity::update_many()
+                    .col_expr(C::Record, by_key(C::Cursor, C::Record, &changes))
+                    .col_expr(C::TenantNumber, Expr::value(""))
+                    .filter(C::CarrierId.eq(carrier_id))
+                    .filter(C::Cursor.is_in(changes.iter().map(|(k, _)| k.clone())))
+                    .exec(&tx)
+                    .await?;
             }
             finish(tx, carrier_id, redacted).await?;
             Ok(Attempt::Committed(batch(redacted, &rows, |r| r.cursor)))
@@ -196,17 +198,20 @@ impl Store {
                 .limit(BATCH)
                 .all(&tx)
                 .await?;
-            let mut redacted = 0;
+            let mut changes = Vec::new();
             for row in &rows {
                 if let Some(record) = redact(Stored::QualityRecord, &row.record)? {
-                    quality_record::Entity::update_many()
-                        .col_expr(Q::Record, Expr::value(record))
-                        .filter(Q::CarrierId.eq(carrier_id))
-                        .filter(Q::Cursor.eq(row.cursor))
-                        .exec(&tx)
-                        .await?;
-                    redacted += 1;
+                    changes.push((row.cursor.into(), record));
                 }
+            }
+            let redacted = changes.len() as u64;
+            if !changes.is_empty() {
+                quality_record::Entity::update_many()
+                    .col_expr(Q::Record, by_key(Q::Cursor, Q::Record, &changes))
+                    .filter(Q::CarrierId.eq(carrier_id))
+                    .filter(Q::Cursor.is_in(changes.iter().map(|(k, _)| k.clone())))
+                    .exec(&tx)
+                    .await?;
             }
             finish(tx, carrier_id, redacted).await?;
             Ok(Attempt::Committed(batch(redacted, &rows, |r| r.cursor)))
@@ -231,17 +236,20 @@ impl Store {
                 .limit(BATCH)
                 .all(&tx)
                 .await?;
-            let mut redacted = 0;
+            let mut changes = Vec::new();
             for row in &rows {
                 if let Some(record) = redact(Stored::Duration, &row.record)? {
-                    call_duration::Entity::update_many()
-                        .col_expr(D::Record, Expr::value(record))
-                        .filter(D::CarrierId.eq(carrier_id))
-                        .filter(D::CallId.eq(row.call_id.as_str()))
-                        .exec(&tx)
-                        .await?;
-                    redacted += 1;
+                    changes.push((row.call_id.clone().into(), record));
                 }
+            }
+            let redacted = changes.len() as u64;
+            if !changes.is_empty() {
+                call_duration::Entity::update_many()
+                    .col_expr(D::Record, by_key(D::CallId, D::Record, &changes))
+                    .filter(D::CarrierId.eq(carrier_id))
+                    .filter(D::CallId.is_in(changes.iter().map(|(k, _)| k.clone())))
+                    .exec(&tx)
+                    .await?;
             }
             finish(tx, carrier_id, redacted).await?;
             Ok(Attempt::Committed(batch(redacted, &rows, |r| {
@@ -269,29 +277,40 @@ impl Store {
                 .limit(BATCH)
                 .all(&tx)
                 .await?;
-            let mut redacted = 0;
+            let (mut states, mut previous, mut touched) = (Vec::new(), Vec::new(), Vec::new());
             for row in &rows {
                 let state = redact(Stored::NumberState, &row.state)?;
-                let previous = match &row.previous {
+                let before = match &row.previous {
                     Some(p) => redact(Stored::NumberState, p)?,
                     None => None,
                 };
-                if state.is_none() && previous.is_none() {
+                if state.is_none() && before.is_none() {
                     continue;
                 }
-                let mut update = number_event::Entity::update_many();
+                touched.push(sea_orm::Value::from(row.revision));
                 if let Some(state) = state {
-                    update = update.col_expr(E::State, Expr::value(state));
+                    states.push((row.revision.into(), state));
                 }
-                if let Some(previous) = previous {
-                    update = update.col_expr(E::Previous, Expr::value(previous));
+                if let Some(before) = before {
+                    previous.push((row.revision.into(), before));
+                }
+            }
+            let redacted = touched.len() as u64;
+            if !touched.is_empty() {
+                let mut update = number_event::Entity::update_many();
+                // A CASE needs at least one branch: only columns that change are set.
+                if !states.is_empty() {
+                    update = update.col_expr(E::State, by_key(E::Revision, E::State, &states));
+                }
+                if !previous.is_empty() {
+                    update =
+                        update.col_expr(E::Previous, by_key(E::Revision, E::Previous, &previous));
                 }
                 update
                     .filter(E::CarrierId.eq(carrier_id))
-                    .filter(E::Revision.eq(row.revision))
+                    .filter(E::Revision.is_in(touched))
                     .exec(&tx)
                     .await?;
-                redacted += 1;
             }
             finish(tx, carrier_id, redacted).await?;
             Ok(Attempt::Committed(batch(redacted, &rows, |r| r.revision)))
@@ -386,6 +405,17 @@ impl Store {
         })
         .await
     }
+}
+
+/// The new value of `column` for each row, by its `key`: `CASE WHEN key = k1 THEN v1 ...
+/// ELSE column END`, so one statement updates a whole batch (one round trip per row ran at
+/// 2.2 k rows/s on PostgreSQL, debug build).
+fn by_key<C: ColumnTrait>(key: C, column: C, changes: &[(sea_orm::Value, String)]) -> Expr {
+    let mut case = CaseStatement::new();
+    for (k, v) in changes {
+        case = case.case(Expr::col(key).eq(k.clone()), Expr::value(v.clone()));
+    }
+    case.finally(Expr::col(column)).into()
 }
 
 /// Commits an erasure batch, with a notice to other instances when it redacted anything.

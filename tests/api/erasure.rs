@@ -539,6 +539,7 @@ async fn erasure_killed_halfway_is_finished_by_a_rerun() {
     assert!(done < RECORDS, "killed before the end ({done} redacted)");
     assert_eq!(count(half_sql).await, 0, "nothing half-redacted");
 
+    eprintln!("killed with {done} of {RECORDS} records redacted");
     let restarted = spawn_server_with(dir.path(), &database_url, &[]);
     let app = TestApp::attach(
         tempfile::tempdir().unwrap(),
@@ -546,6 +547,7 @@ async fn erasure_killed_halfway_is_finished_by_a_rerun() {
         restarted.addr,
         &database_url,
     );
+    let started = std::time::Instant::now();
     let rest = app
         .platform()
         .await
@@ -553,6 +555,11 @@ async fn erasure_killed_halfway_is_finished_by_a_rerun() {
         .await
         .expect("rerun")
         .into_inner();
+    eprintln!(
+        "rerun redacted {} records in {:?}",
+        rest.call_records,
+        started.elapsed()
+    );
     assert_eq!(rest.call_records, RECORDS - done);
     assert_eq!(count(redacted_sql).await, RECORDS);
     assert_eq!(count(half_sql).await, 0);
