@@ -156,3 +156,58 @@ async fn write(store: &Store, batch: &mut Vec<AuditEvent>, metrics: &StreamMetri
     }
     batch.clear();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::audit::AuditFilter;
+    use crate::store::StoreOptions;
+
+    /// Events recorded from many tasks are all written, in batches, and counted; a flush
+    /// returns once they are readable.
+    #[tokio::test]
+    async fn every_recorded_event_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions {
+            url: format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display()),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        let metrics = Arc::<StreamMetrics>::default();
+        let (auditor, writer) = Auditor::start(store.clone(), metrics.clone());
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                let auditor = auditor.clone();
+                tokio::spawn(async move {
+                    for i in 0..600 {
+                        auditor
+                            .record(AuditEvent::new(format!("carrier/c{t}"), "Test", "OK").count(i))
+                            .await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        auditor.flush().await;
+        let events = store
+            .audit_page(&AuditFilter::default(), 0, 10_000)
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 2_400);
+        let text = metrics.encode();
+        assert!(
+            text.contains("opconnect_audit_events_total{reason=\"written\"} 2400"),
+            "{text}"
+        );
+        assert!(
+            text.contains("opconnect_audit_events_total{reason=\"dropped\"} 0"),
+            "{text}"
+        );
+        drop(auditor);
+        writer.await.unwrap();
+    }
+}

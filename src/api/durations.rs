@@ -78,6 +78,16 @@ impl CallDurationService for CallDurationApi {
                 // Already complete: read the rest of the stream without storing anything.
                 discard_rest(&mut stream, self.bounds, |m| m.records.len()).await?;
                 tracing::info!(upload_id, "upload already complete; returning its summary");
+                let repeat = upload_event(
+                    carrier_identity(&carrier.id),
+                    "ReportCallDurations",
+                    "OK",
+                    &Default::default(),
+                )
+                .carrier(carrier.id.as_str())
+                .detail("upload_id", &upload_id)
+                .detail("already_complete", true);
+                self.streams.audit(repeat).await;
                 return Ok(Response::new(pb::ReportCallDurationsResponse {
                     summary: Some(upload_summary(
                         &upload_id,
