@@ -54,6 +54,8 @@ pub struct Settings {
     pub quality_record_retention_days: u32,
     /// Call durations received more than this many days ago are purged (18 months).
     pub duration_retention_days: u32,
+    /// Audit events older than this many days are purged.
+    pub audit_retention_days: u32,
     /// How often retention purges run, in seconds.
     pub purge_interval_secs: u64,
     /// Prometheus scrape listener (`GET /metrics`, plain HTTP); off when unset.
@@ -94,6 +96,7 @@ impl Default for Settings {
             call_record_retention_days: 30,
             quality_record_retention_days: 30,
             duration_retention_days: 548,
+            audit_retention_days: 400,
             purge_interval_secs: 3600,
             metrics_listen: None,
             max_streams_per_carrier: 64,
@@ -160,6 +163,30 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Days number events are kept, counted from their commit [default: 7].
+    #[arg(long, value_name = "DAYS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number_event_retention_days: Option<u32>,
+    /// Days call records are kept, counted from their ingestion [default: 30].
+    #[arg(long, value_name = "DAYS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_record_retention_days: Option<u32>,
+    /// Days quality records are kept, counted from their ingestion [default: 30].
+    #[arg(long, value_name = "DAYS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality_record_retention_days: Option<u32>,
+    /// Days carrier-reported durations are kept, counted from receipt [default: 548].
+    #[arg(long, value_name = "DAYS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_retention_days: Option<u32>,
+    /// Days audit events are kept [default: 400].
+    #[arg(long, value_name = "DAYS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_retention_days: Option<u32>,
+    /// Seconds between retention purges [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purge_interval_secs: Option<u64>,
     /// Prometheus scrape listener address, plain HTTP `GET /metrics` [default: off].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -214,6 +241,7 @@ pub const SETTING_KEYS: &[&str] = &[
     "call_record_retention_days",
     "quality_record_retention_days",
     "duration_retention_days",
+    "audit_retention_days",
     "purge_interval_secs",
     "metrics_listen",
     "max_streams_per_carrier",
@@ -324,6 +352,31 @@ mod tests {
                 s.health_listen,
                 Some(SocketAddr::from(([0, 0, 0, 0], 8083)))
             );
+            Ok(())
+        });
+    }
+
+    /// Retention periods come from the TOML file, the environment and flags, like every
+    /// setting; the audit log is kept 400 days unless set.
+    #[test]
+    fn retention_periods_are_settings_and_flags() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(&ServeFlags::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.audit_retention_days, 400);
+            jail.create_file(
+                "opconnect.toml",
+                "call_record_retention_days = 10\naudit_retention_days = 30\n",
+            )?;
+            jail.set_env("OPCONNECT_AUDIT_RETENTION_DAYS", "60");
+            let flags = ServeFlags {
+                config: Some("opconnect.toml".into()),
+                duration_retention_days: Some(90),
+                ..Default::default()
+            };
+            let s = Settings::load(&flags).map_err(|e| e.to_string())?;
+            assert_eq!(s.call_record_retention_days, 10);
+            assert_eq!(s.audit_retention_days, 60);
+            assert_eq!(s.duration_retention_days, 90);
             Ok(())
         });
     }

@@ -56,6 +56,8 @@ pub enum Reason {
     NumberNotAssignable,
     /// The number is not assigned.
     NumberNotAssigned,
+    /// A tenant's data cannot be erased while it has assigned numbers.
+    TenantHasAssignedNumbers,
     /// The server is shutting down.
     ServerShuttingDown,
     /// The database is unreachable or failed.
@@ -101,6 +103,7 @@ impl Reason {
             Self::NumberOwnedByOtherCarrier => "NUMBER_OWNED_BY_OTHER_CARRIER",
             Self::NumberNotAssignable => "NUMBER_NOT_ASSIGNABLE",
             Self::NumberNotAssigned => "NUMBER_NOT_ASSIGNED",
+            Self::TenantHasAssignedNumbers => "TENANT_HAS_ASSIGNED_NUMBERS",
             Self::ServerShuttingDown => "SERVER_SHUTTING_DOWN",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
             Self::StreamLimit => "STREAM_LIMIT",
@@ -128,6 +131,7 @@ impl Reason {
             | Self::NumberOwnedByOtherCarrier
             | Self::NumberNotAssignable
             | Self::NumberNotAssigned
+            | Self::TenantHasAssignedNumbers
             | Self::ConstraintViolated => Code::FailedPrecondition,
             Self::RevisionAhead | Self::CursorAhead => Code::OutOfRange,
             Self::NumberNotFound | Self::CarrierNotFound | Self::UploadNotFound => Code::NotFound,
@@ -267,6 +271,17 @@ impl ApiError {
             Reason::CarrierUnknown,
             "this carrier is not registered at the gateway".into(),
             Vec::new(),
+        )
+    }
+
+    /// The tenant still has `assigned` assigned numbers: its data cannot be erased yet.
+    pub fn tenant_has_assigned_numbers(assigned: u64) -> Self {
+        Self::refused(
+            Reason::TenantHasAssignedNumbers,
+            format!(
+                "the tenant has {assigned} assigned numbers; unassign them before erasing its data"
+            ),
+            vec![("assigned", assigned.to_string())],
         )
     }
 

@@ -18,6 +18,10 @@ pub struct CarrierSignal {
     pub call_record_cursor: i64,
     /// The newest committed quality-record cursor published so far.
     pub quality_record_cursor: i64,
+    /// Bumped whenever an erasure redacted rows of the carrier (DESIGN §8): whoever holds
+    /// rows of the carrier read before (a stream's read-ahead, a shared tail) drops them and
+    /// reads them again from the database.
+    pub erased_epoch: u64,
 }
 
 /// Per-carrier wake-ups; cheap to clone.
@@ -106,7 +110,19 @@ impl Feed {
                 self.publish_records(&carrier, true, cursor);
             }
             Notice::Status(carrier) => self.carrier_changed(&carrier),
+            Notice::Erased(carrier) => self.erased(&carrier),
         }
+    }
+
+    /// Announces that an erasure redacted rows of `carrier`.
+    pub fn erased(&self, carrier: &str) {
+        self.sender(carrier)
+            .send_modify(|signal| signal.erased_epoch = signal.erased_epoch.wrapping_add(1));
+    }
+
+    /// The carrier's erasure epoch now (see [`CarrierSignal::erased_epoch`]).
+    pub fn erased_epoch(&self, carrier: &str) -> u64 {
+        self.sender(carrier).borrow().erased_epoch
     }
 
     /// Announces that `carrier`'s status changed.
@@ -128,6 +144,8 @@ pub enum Notice {
     QualityRecords(String, i64),
     /// A carrier's status changed.
     Status(String),
+    /// An erasure redacted rows of a carrier's logs.
+    Erased(String),
 }
 
 impl Notice {
@@ -138,6 +156,7 @@ impl Notice {
             Self::CallRecords(c, v) => format!("c|{c}|{v}"),
             Self::QualityRecords(c, v) => format!("q|{c}|{v}"),
             Self::Status(c) => format!("s|{c}"),
+            Self::Erased(c) => format!("e|{c}"),
         }
     }
 
@@ -152,6 +171,7 @@ impl Notice {
             ("c", Some(Ok(v))) => Self::CallRecords(carrier, v),
             ("q", Some(Ok(v))) => Self::QualityRecords(carrier, v),
             ("s", None) => Self::Status(carrier),
+            ("e", None) => Self::Erased(carrier),
             _ => return None,
         };
         parts.next().is_none().then_some(notice)
@@ -170,6 +190,7 @@ mod tests {
             Notice::CallRecords("contoso".into(), 7),
             Notice::QualityRecords("fabrikam".into(), 0),
             Notice::Status("contoso".into()),
+            Notice::Erased("contoso".into()),
         ] {
             assert_eq!(Notice::parse(&n.payload()), Some(n));
         }

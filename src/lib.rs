@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod audit;
 pub mod cli;
 pub mod config;
 mod domain;

@@ -10,7 +10,7 @@ use opconnect::cli::{Cli, Command, admin, certs, serve};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(flags) => serve::run(flags).await,
+        Command::Serve(flags) => serve::run(*flags).await,
         Command::Certs(args) => certs::run(args),
         Command::Admin(args) => admin::run(args).await,
     };

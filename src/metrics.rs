@@ -87,6 +87,8 @@ pub(crate) struct Families {
     pub db_query_duration: Histogram,
     pub db_pool_connections: Family<PoolLabels, Gauge>,
     pub tail_reads: Family<TailReadLabels, Counter>,
+    /// Audit events by outcome: `written`, `waited` (the queue was full), `dropped`.
+    pub audit_events: Family<ReasonLabels, Counter>,
 }
 
 impl Families {
@@ -108,6 +110,7 @@ impl Families {
             db_query_duration: latency_histogram(),
             db_pool_connections: Family::default(),
             tail_reads: Family::default(),
+            audit_events: Family::default(),
         };
         registry.register(
             "rpcs",
@@ -183,6 +186,11 @@ impl Families {
              database by a stream behind the tail, and the tail's own database reads",
             families.tail_reads.clone(),
         );
+        registry.register(
+            "audit_events",
+            "Audit events written, queued after waiting for room, or dropped, by outcome",
+            families.audit_events.clone(),
+        );
         families.start_at_zero();
         families
     }
@@ -208,6 +216,9 @@ impl Families {
         }
         for reason in ["ok", "refused"] {
             let _ = self.tls_reloads.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["written", "waited", "dropped"] {
+            let _ = self.audit_events.get_or_create(&ReasonLabels { reason });
         }
         for kind in [RECORD_KINDS, STREAM_KINDS].concat() {
             let labels = KindLabels { kind };
@@ -416,6 +427,14 @@ impl StreamMetrics {
         };
         set("idle", idle);
         set("in_use", in_use);
+    }
+
+    /// Counts `n` audit events with `outcome` (`written`, `waited`, `dropped`).
+    pub(crate) fn audit(&self, outcome: &'static str, n: u64) {
+        self.families
+            .audit_events
+            .get_or_create(&ReasonLabels { reason: outcome })
+            .inc_by(n);
     }
 
     /// Counts one ended RPC.

@@ -30,15 +30,18 @@ pub enum DataClass {
     QualityRecords,
     /// Carrier-reported call durations, counted from receipt.
     Durations,
+    /// The audit log, counted from each event's time.
+    AuditEvents,
 }
 
 impl DataClass {
     /// Every class, in the order a pass purges them.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::NumberEvents,
         Self::CallRecords,
         Self::QualityRecords,
         Self::Durations,
+        Self::AuditEvents,
     ];
 
     /// The class in log lines.
@@ -48,6 +51,18 @@ impl DataClass {
             Self::CallRecords => "call records",
             Self::QualityRecords => "quality records",
             Self::Durations => "call durations",
+            Self::AuditEvents => "audit events",
+        }
+    }
+
+    /// The class's stable key, as `GetRetentionStatus` and the stored purge runs name it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::NumberEvents => "number_events",
+            Self::CallRecords => "call_records",
+            Self::QualityRecords => "quality_records",
+            Self::Durations => "call_durations",
+            Self::AuditEvents => "audit_events",
         }
     }
 }
@@ -63,6 +78,8 @@ pub struct RetentionPolicy {
     pub quality_records: Duration,
     /// Durations received longer ago than this are purged.
     pub durations: Duration,
+    /// Audit events older than this are purged.
+    pub audit_events: Duration,
     /// Entries deleted per transaction: bounds how long a purge holds a carrier's lock.
     pub batch: u64,
 }
@@ -81,6 +98,7 @@ impl RetentionPolicy {
             call_records: DAY * settings.call_record_retention_days,
             quality_records: DAY * settings.quality_record_retention_days,
             durations: DAY * settings.duration_retention_days,
+            audit_events: DAY * settings.audit_retention_days,
             batch: Self::DEFAULT_BATCH,
         }
     }
@@ -92,6 +110,7 @@ impl RetentionPolicy {
             call_records: Duration::MAX,
             quality_records: Duration::MAX,
             durations: Duration::MAX,
+            audit_events: Duration::MAX,
             batch: Self::DEFAULT_BATCH,
         }
     }
@@ -103,6 +122,7 @@ impl RetentionPolicy {
             DataClass::CallRecords => self.call_records,
             DataClass::QualityRecords => self.quality_records,
             DataClass::Durations => self.durations,
+            DataClass::AuditEvents => self.audit_events,
         }
     }
 
@@ -124,6 +144,8 @@ pub struct Deleted {
     pub quality_records: u64,
     /// Durations deleted.
     pub durations: u64,
+    /// Audit events deleted.
+    pub audit_events: u64,
 }
 
 impl Deleted {
@@ -133,6 +155,7 @@ impl Deleted {
             DataClass::CallRecords => &mut self.call_records,
             DataClass::QualityRecords => &mut self.quality_records,
             DataClass::Durations => &mut self.durations,
+            DataClass::AuditEvents => &mut self.audit_events,
         }
     }
 
@@ -141,6 +164,7 @@ impl Deleted {
         self.call_records += other.call_records;
         self.quality_records += other.quality_records;
         self.durations += other.durations;
+        self.audit_events += other.audit_events;
     }
 }
 
@@ -193,16 +217,26 @@ async fn purge_all(store: &Store, policy: &RetentionPolicy, now_ms: i64) -> Purg
     let mut failed = Vec::new();
     for class in DataClass::ALL {
         let cutoff_ms = policy.cutoff_ms(class, now_ms);
-        match purge_class(store, class, cutoff_ms, policy.batch).await {
-            Ok(0) => {}
+        let outcome = match purge_class(store, class, cutoff_ms, policy.batch).await {
             Ok(n) => {
                 *deleted.slot(class) = n;
-                tracing::info!(deleted = n, "purged {} past retention", class.name());
+                if n > 0 {
+                    tracing::info!(deleted = n, "purged {} past retention", class.name());
+                }
+                "ok".to_owned()
             }
             Err(e) => {
                 failed.push(class);
                 tracing::warn!(error = %e, "purge of {} failed; retrying later", class.name());
+                format!("failed: {e}")
             }
+        };
+        // Shown by `opconnect admin retention`; a failure to store it only loses that view.
+        if let Err(e) = store
+            .record_purge(class.key(), &outcome, *deleted.slot(class))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot store how the purge of {} ended", class.name());
         }
     }
     PurgeReport::Ran { deleted, failed }
@@ -219,6 +253,7 @@ async fn purge_class(
         DataClass::CallRecords => store.purge_records::<CallRecord>(cutoff_ms, batch).await,
         DataClass::QualityRecords => store.purge_records::<QualityRecord>(cutoff_ms, batch).await,
         DataClass::Durations => store.purge_durations(cutoff_ms, batch).await,
+        DataClass::AuditEvents => store.purge_audit(cutoff_ms, batch).await,
     }
 }
 

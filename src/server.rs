@@ -23,6 +23,7 @@ use crate::api::framing::servers::call_record_service_server::CallRecordServiceS
 use crate::api::platform::PlatformApi;
 use crate::api::records::CallRecordApi;
 use crate::api::{Authorizer, Limits, StreamBounds, Streams};
+use crate::audit::Auditor;
 use crate::config::Settings;
 use crate::identity::IdentityLayer;
 use crate::metrics::StreamMetrics;
@@ -94,6 +95,9 @@ pub enum ServerError {
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
+
+/// How long shutdown waits for queued audit events to be written.
+const AUDIT_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 /// A bound, ready-to-serve gateway.
 pub struct App {
@@ -402,12 +406,14 @@ impl App {
             idle: Duration::from_secs(settings.upload_idle_timeout_secs.max(1)),
         };
         let max_message = settings.max_message_bytes;
+        let (auditor, audit_writer) = Auditor::start(store.clone(), metrics.clone());
         let streams = Streams::new(
             auth.clone(),
             store.feed().clone(),
             streams_end.clone(),
             metrics.clone(),
-        );
+        )
+        .with_audit(auditor.clone());
         let stopping = streams_end.clone();
         let grace = Duration::from_secs(settings.shutdown_grace_secs);
         let health_on_stop = health.clone();
@@ -468,13 +474,10 @@ impl App {
                 .max_encoding_message_size(max_message),
             )
             .add_service(
-                PlatformServiceServer::new(PlatformApi::new(
-                    store.clone(),
-                    auth,
-                    streams,
-                    metrics,
-                    bounds,
-                ))
+                PlatformServiceServer::new(
+                    PlatformApi::new(store.clone(), auth, streams, metrics, bounds)
+                        .with_retention(RetentionPolicy::from_settings(&settings)),
+                )
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
             )
@@ -488,6 +491,15 @@ impl App {
             }
         };
         streams_end.cancel();
+        // Audit events of calls and streams that ended are written before the store closes.
+        if tokio::time::timeout(AUDIT_FLUSH_GRACE, auditor.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("audit events still unwritten at shutdown");
+        }
+        drop(auditor);
+        audit_writer.abort();
         accepting.abort();
         health_monitor.abort();
         if let Some(task) = probes {

@@ -367,6 +367,7 @@ pub fn carrier_call_records(n: usize) -> Vec<pb::CarrierCallRecord> {
 pub fn call_duration(i: usize) -> pb::CallDuration {
     let call = call_record(i);
     pb::CallDuration {
+        redacted: false,
         call_id: call.call_id,
         tenant_id: call.tenant_id,
         direction: call.direction,

@@ -167,13 +167,15 @@ impl AssignmentService for AssignmentApi {
     ) -> Result<Response<Self::WatchNumbersStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
         let plan = plan_watch(request.get_ref())?;
+        let read = super::audited::watch_read(&carrier.id, request.get_ref());
         let permit = self.auth.stream_permit(&carrier)?;
         let tail = self.streams.tails().numbers.of(&carrier.id);
         let source = WatchSource::new(self.store.clone(), carrier.id.clone(), plan, tail);
-        Ok(Response::new(self.streams.open(
+        Ok(Response::new(self.streams.open_audited(
             carrier.id,
             Some(permit),
             source,
+            read,
         )))
     }
 }

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Authorizer;
+use super::audited::{carrier_identity, upload as upload_event};
 use super::ingest::{
     CarrierGuard, DurationSink, Ingestion, Parsed, StreamBounds, discard_rest, first_message,
     ingest_detached,
@@ -77,6 +78,16 @@ impl CallDurationService for CallDurationApi {
                 // Already complete: read the rest of the stream without storing anything.
                 discard_rest(&mut stream, self.bounds, |m| m.records.len()).await?;
                 tracing::info!(upload_id, "upload already complete; returning its summary");
+                let repeat = upload_event(
+                    carrier_identity(&carrier.id),
+                    "ReportCallDurations",
+                    "OK",
+                    &Default::default(),
+                )
+                .carrier(carrier.id.as_str())
+                .detail("upload_id", &upload_id)
+                .detail("already_complete", true);
+                self.streams.audit(repeat).await;
                 return Ok(Response::new(pb::ReportCallDurationsResponse {
                     summary: Some(upload_summary(
                         &upload_id,
@@ -118,7 +129,28 @@ impl CallDurationService for CallDurationApi {
                     .collect()
             },
         )
-        .await?;
+        .await;
+        let audit = |outcome: &str, tally: &crate::domain::durations::Tally| {
+            upload_event(
+                carrier_identity(&carrier.id),
+                "ReportCallDurations",
+                outcome,
+                tally,
+            )
+            .carrier(carrier.id.as_str())
+            .detail("upload_id", &upload_id)
+        };
+        let tally = match tally {
+            Ok(tally) => tally,
+            Err(status) => {
+                let outcome = crate::rpc_log::code_name(status.code());
+                self.streams
+                    .audit(audit(outcome, &Default::default()))
+                    .await;
+                return Err(status);
+            }
+        };
+        self.streams.audit(audit("OK", &tally)).await;
         let complete_time_ms = if upload_id.is_empty() {
             crate::store::now_ms()
         } else {
@@ -169,6 +201,7 @@ impl CallDurationService for CallDurationApi {
         let classes = parse_classes(&mut v, &req.classes);
         v.finish().map_err(ApiError::from)?;
         let plan = plan.ok_or_else(|| ApiError::Internal("window accepted without plan".into()))?;
+        let read = super::audited::discrepancy_read(&carrier.id, req.window.as_ref());
         let source = DiscrepancySource::new(
             self.store.clone(),
             carrier.id.clone(),
@@ -176,10 +209,11 @@ impl CallDurationService for CallDurationApi {
             classes,
             |discrepancies| pb::ListDiscrepanciesResponse { discrepancies },
         );
-        Ok(Response::new(self.streams.open(
+        Ok(Response::new(self.streams.open_audited(
             carrier.id,
             Some(permit),
             source,
+            read,
         )))
     }
 }

@@ -38,13 +38,25 @@ pub(crate) struct Framed {
     len: usize,
     /// Events or records it carries, for the delivery metrics.
     items: u64,
+    /// The first and last position (cursor or revision) of its items, for the audit log.
+    positions: Option<(i64, i64)>,
 }
 
 impl Framed {
-    /// Appends one element of the message's repeated field, as made by [`frame_item`].
-    pub(crate) fn push_item(&mut self, item: Bytes) {
+    /// Appends one element of the message's repeated field, as made by [`frame_item`], at
+    /// `position` (its cursor or revision).
+    pub(crate) fn push_item(&mut self, item: Bytes, position: i64) {
         self.items += 1;
+        self.positions = Some(match self.positions {
+            Some((first, _)) => (first, position),
+            None => (position, position),
+        });
         self.push_field(item);
+    }
+
+    /// The first and last position of its items.
+    pub(crate) fn positions(&self) -> Option<(i64, i64)> {
+        self.positions
     }
 
     /// Appends an encoded field that is not an item (a resume point, a checkpoint).
@@ -180,7 +192,7 @@ mod tests {
         let mut expected = pb::StreamCallRecordsResponse::default();
         for (cursor, id) in [(1, "a"), (2, "b"), (300, "c")] {
             let stored = record(id).encode_to_vec();
-            framed.push_item(frame_item(1, &int64_field(1, cursor), &stored));
+            framed.push_item(frame_item(1, &int64_field(1, cursor), &stored), cursor);
             expected.records.push(pb::CallRecord {
                 cursor,
                 ..record(id)
@@ -191,6 +203,7 @@ mod tests {
         let bytes = framed.encode_to_vec();
         assert_eq!(framed.encoded_len(), bytes.len());
         assert_eq!(framed.items(), 3);
+        assert_eq!(framed.positions(), Some((1, 300)));
         let decoded = pb::StreamCallRecordsResponse::decode(bytes.as_slice()).unwrap();
         assert_eq!(decoded, expected);
         assert_eq!(bytes, expected.encode_to_vec());

@@ -6,13 +6,17 @@
 //! page tokens (`page_token`). The wire mapping is in `crate::wire`.
 
 pub(crate) mod assignment;
+mod audited;
 mod auth;
 pub(crate) mod durations;
+mod export;
 pub(crate) mod framing;
 mod ingest;
 mod limits;
 mod page_token;
 pub(crate) mod platform;
+mod platform_audit;
+mod privacy;
 mod reconciliation;
 pub(crate) mod records;
 mod stream;

@@ -6,13 +6,18 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Authorizer;
+use super::audited::{self, platform_identity};
 use super::ingest::{Ingestion, StreamBounds, ingest_detached, parse_carrier_batch};
 use super::page_token::{decode_page_token, encode_page_token, page_size};
+use super::platform_audit;
 use super::reconciliation::{
     DiscrepancySource, ReconPlan, parse_classes, parse_recon, parse_window, reconciliation_report,
 };
 use super::stream::{ServerStream, Streams};
+use super::{export, privacy};
 use crate::domain::Violations;
+use crate::domain::audit::AuditEvent;
+use crate::domain::durations::Tally;
 use crate::domain::ids::{
     self, CarrierId, E164, SipDomain, SipUri, TenantId, parse_display_name, parse_opaque_id,
     parse_optional_opaque_id,
@@ -24,6 +29,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::StreamMetrics;
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_server::PlatformService;
+use crate::retention::RetentionPolicy;
 use crate::store::Store;
 use crate::wire::numbers::{carrier_status_from_pb, parse_capabilities, usage_from_pb};
 use crate::wire::records::{call_record_from_pb, quality_record_from_pb};
@@ -42,6 +48,8 @@ pub(crate) struct PlatformApi {
     streams: Streams,
     metrics: Arc<StreamMetrics>,
     bounds: StreamBounds,
+    /// The retention policy `GetRetentionStatus` reports.
+    retention: RetentionPolicy,
 }
 
 impl PlatformApi {
@@ -59,7 +67,14 @@ impl PlatformApi {
             streams,
             metrics,
             bounds,
+            retention: RetentionPolicy::from_settings(&crate::config::Settings::default()),
         }
+    }
+
+    /// The service reporting `retention` as its retention policy.
+    pub(crate) fn with_retention(mut self, retention: RetentionPolicy) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// How the platform's ingestion streams run: bounded, not counted against any carrier.
@@ -137,6 +152,36 @@ impl PlatformApi {
             return Err(ApiError::carrier_not_found(carrier.as_str()));
         }
         Ok((carrier, plan, classes))
+    }
+}
+
+impl PlatformApi {
+    /// Records a write's audit event with the outcome of `result`, and returns `result`.
+    async fn audited<T>(&self, event: AuditEvent, result: Result<T, Status>) -> Result<T, Status> {
+        self.streams
+            .audit(platform_audit::finish(event, &result))
+            .await;
+        result
+    }
+
+    /// Records an ingestion stream's audit event (its counts, or how it failed).
+    async fn audit_ingestion(
+        &self,
+        name: &str,
+        action: &str,
+        tally: Result<Tally, Status>,
+    ) -> Result<Tally, Status> {
+        let event = match &tally {
+            Ok(t) => audited::upload(platform_identity(name), action, "OK", t),
+            Err(status) => audited::upload(
+                platform_identity(name),
+                action,
+                crate::rpc_log::code_name(status.code()),
+                &Tally::default(),
+            ),
+        };
+        self.streams.audit(event).await;
+        tally
     }
 }
 
@@ -241,24 +286,29 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<pb::CreateCarrierRequest>,
     ) -> Result<Response<pb::CreateCarrierResponse>, Status> {
-        self.auth.platform(&request)?;
+        let name = self.auth.platform(&request)?;
+        let event = platform_audit::create_carrier(&name, request.get_ref());
         let req = request.into_inner();
-        let mut v = Violations::default();
-        let id = v.check("carrier_id", CarrierId::parse(&req.carrier_id));
-        let name = v.check("display_name", parse_display_name(&req.display_name));
-        let domain = v.check("sip_domain", SipDomain::parse(&req.sip_domain));
-        let (id, name, domain) = v
-            .finish_with(|| Some((id?, name?, domain?)))
-            .map_err(ApiError::from)?;
-        let carrier = self
-            .store
-            .create_carrier(&id, &name, &domain)
-            .await
-            .map_err(ApiError::from)?;
-        tracing::info!(carrier = %id, "carrier registered");
-        Ok(Response::new(pb::CreateCarrierResponse {
-            carrier: Some((&carrier).into()),
-        }))
+        let result: Result<_, Status> = async move {
+            let mut v = Violations::default();
+            let id = v.check("carrier_id", CarrierId::parse(&req.carrier_id));
+            let name = v.check("display_name", parse_display_name(&req.display_name));
+            let domain = v.check("sip_domain", SipDomain::parse(&req.sip_domain));
+            let (id, name, domain) = v
+                .finish_with(|| Some((id?, name?, domain?)))
+                .map_err(ApiError::from)?;
+            let carrier = self
+                .store
+                .create_carrier(&id, &name, &domain)
+                .await
+                .map_err(ApiError::from)?;
+            tracing::info!(carrier = %id, "carrier registered");
+            Ok(Response::new(pb::CreateCarrierResponse {
+                carrier: Some((&carrier).into()),
+            }))
+        }
+        .await;
+        self.audited(event, result).await
     }
 
     async fn list_carriers(
@@ -291,82 +341,117 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<pb::SetCarrierStatusRequest>,
     ) -> Result<Response<pb::SetCarrierStatusResponse>, Status> {
-        self.auth.platform(&request)?;
+        let name = self.auth.platform(&request)?;
+        let event = platform_audit::set_carrier_status(&name, request.get_ref());
         let req = request.into_inner();
-        let mut v = Violations::default();
-        let id = v.check("carrier_id", CarrierId::parse(&req.carrier_id));
-        let status = v.check("status", carrier_status_from_pb(req.status));
-        let (id, status) = v
-            .finish_with(|| Some((id?, status?)))
-            .map_err(ApiError::from)?;
-        let carrier = self
-            .store
-            .set_carrier_status(&id, status)
-            .await
-            .map_err(ApiError::from)?;
-        tracing::info!(carrier = %id, ?status, "carrier status set");
-        Ok(Response::new(pb::SetCarrierStatusResponse {
-            carrier: Some((&carrier).into()),
-        }))
+        let result: Result<_, Status> = async move {
+            let mut v = Violations::default();
+            let id = v.check("carrier_id", CarrierId::parse(&req.carrier_id));
+            let status = v.check("status", carrier_status_from_pb(req.status));
+            let (id, status) = v
+                .finish_with(|| Some((id?, status?)))
+                .map_err(ApiError::from)?;
+            let carrier = self
+                .store
+                .set_carrier_status(&id, status)
+                .await
+                .map_err(ApiError::from)?;
+            tracing::info!(carrier = %id, ?status, "carrier status set");
+            Ok(Response::new(pb::SetCarrierStatusResponse {
+                carrier: Some((&carrier).into()),
+            }))
+        }
+        .await;
+        self.audited(event, result).await
     }
 
     async fn provision_numbers(
         &self,
         request: Request<pb::ProvisionNumbersRequest>,
     ) -> Result<Response<pb::ProvisionNumbersResponse>, Status> {
-        self.auth.platform(&request)?;
-        Ok(Response::new(self.provision(request.into_inner()).await?))
+        let name = self.auth.platform(&request)?;
+        let event = platform_audit::provision(&name, request.get_ref());
+        let result = self.provision(request.into_inner()).await;
+        self.audited(event, result.map(Response::new).map_err(Status::from))
+            .await
     }
 
     async fn assign_number(
         &self,
         request: Request<pb::AssignNumberRequest>,
     ) -> Result<Response<pb::AssignNumberResponse>, Status> {
-        self.auth.platform(&request)?;
-        Ok(Response::new(self.assign(request.into_inner()).await?))
+        let name = self.auth.platform(&request)?;
+        let event = platform_audit::assign(&name, request.get_ref());
+        let result = self.assign(request.into_inner()).await;
+        let event = platform_audit::about(
+            event,
+            result
+                .as_ref()
+                .ok()
+                .and_then(|r| r.telephone_number.as_ref()),
+        );
+        self.audited(event, result.map(Response::new).map_err(Status::from))
+            .await
     }
 
     async fn unassign_number(
         &self,
         request: Request<pb::UnassignNumberRequest>,
     ) -> Result<Response<pb::UnassignNumberResponse>, Status> {
-        self.auth.platform(&request)?;
+        let name = self.auth.platform(&request)?;
+        let event = platform_audit::unassign(&name, request.get_ref());
         let req = request.into_inner();
-        let number = E164::parse(&req.number).map_err(|e| ApiError::invalid("number", e))?;
-        let state = self
-            .store
-            .unassign_number(&number)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::UnassignNumberResponse {
-            telephone_number: Some((&state).into()),
-        }))
+        let result: Result<_, Status> = async move {
+            let number = E164::parse(&req.number).map_err(|e| ApiError::invalid("number", e))?;
+            let state = self
+                .store
+                .unassign_number(&number)
+                .await
+                .map_err(ApiError::from)?;
+            Ok(pb::UnassignNumberResponse {
+                telephone_number: Some((&state).into()),
+            })
+        }
+        .await;
+        let event = platform_audit::about(
+            event,
+            result
+                .as_ref()
+                .ok()
+                .and_then(|r| r.telephone_number.as_ref()),
+        );
+        self.audited(event, result.map(Response::new)).await
     }
 
     async fn release_numbers(
         &self,
         request: Request<pb::ReleaseNumbersRequest>,
     ) -> Result<Response<pb::ReleaseNumbersResponse>, Status> {
-        self.auth.platform(&request)?;
+        let name = self.auth.platform(&request)?;
+        let event = platform_audit::release(&name, request.get_ref());
         let req = request.into_inner();
-        let mut v = Violations::default();
-        let numbers = parse_numbers(&mut v, "numbers", &req.numbers);
-        v.finish().map_err(ApiError::from)?;
-        let stored = self
-            .store
-            .release_numbers(&numbers)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(pb::ReleaseNumbersResponse {
-            numbers: stored.iter().map(Into::into).collect(),
-        }))
+        let result: Result<_, Status> = async move {
+            let mut v = Violations::default();
+            let numbers = parse_numbers(&mut v, "numbers", &req.numbers);
+            v.finish().map_err(ApiError::from)?;
+            let stored = self
+                .store
+                .release_numbers(&numbers)
+                .await
+                .map_err(ApiError::from)?;
+            Ok(Response::new(pb::ReleaseNumbersResponse {
+                numbers: stored.iter().map(Into::into).collect(),
+            }))
+        }
+        .await;
+        self.audited(event, result).await
     }
 
     async fn ingest_call_records(
         &self,
         request: Request<Streaming<pb::IngestCallRecordsRequest>>,
     ) -> Result<Response<pb::IngestCallRecordsResponse>, Status> {
-        self.auth.platform(&request)?;
+        let name = self.auth.platform(&request)?;
         let tally = ingest_detached(
             self.store.clone(),
             self.ingestion(),
@@ -379,7 +464,10 @@ impl PlatformService for PlatformApi {
                 parse_carrier_batch(records, |r| &r.call_id, call_record_from_pb)
             },
         )
-        .await?;
+        .await;
+        let tally = self
+            .audit_ingestion(&name, "IngestCallRecords", tally)
+            .await?;
         Ok(Response::new(pb::IngestCallRecordsResponse {
             summary: Some(ingestion_summary(&tally)),
         }))
@@ -389,7 +477,7 @@ impl PlatformService for PlatformApi {
         &self,
         request: Request<Streaming<pb::IngestQualityRecordsRequest>>,
     ) -> Result<Response<pb::IngestQualityRecordsResponse>, Status> {
-        self.auth.platform(&request)?;
+        let name = self.auth.platform(&request)?;
         let tally = ingest_detached(
             self.store.clone(),
             self.ingestion(),
@@ -402,7 +490,10 @@ impl PlatformService for PlatformApi {
                 parse_carrier_batch(records, |r| &r.call_id, quality_record_from_pb)
             },
         )
-        .await?;
+        .await;
+        let tally = self
+            .audit_ingestion(&name, "IngestQualityRecords", tally)
+            .await?;
         Ok(Response::new(pb::IngestQualityRecordsResponse {
             summary: Some(ingestion_summary(&tally)),
         }))
@@ -448,5 +539,44 @@ impl PlatformService for PlatformApi {
             |discrepancies| pb::PlatformServiceListDiscrepanciesResponse { discrepancies },
         );
         Ok(Response::new(self.streams.open(carrier, None, source)))
+    }
+
+    async fn erase_tenant_data(
+        &self,
+        request: Request<pb::EraseTenantDataRequest>,
+    ) -> Result<Response<pb::EraseTenantDataResponse>, Status> {
+        let name = self.auth.platform(&request)?;
+        let erased = privacy::erase(&self.store, &self.streams, &name, request.into_inner());
+        Ok(Response::new(erased.await?))
+    }
+
+    type ExportTenantDataStream = ServerStream<pb::ExportTenantDataResponse>;
+
+    async fn export_tenant_data(
+        &self,
+        request: Request<pb::ExportTenantDataRequest>,
+    ) -> Result<Response<Self::ExportTenantDataStream>, Status> {
+        let name = self.auth.platform(&request)?;
+        let tenant = &request.get_ref().tenant_id;
+        let stream = export::export(self.store.clone(), self.streams.clone(), &name, tenant);
+        Ok(Response::new(stream.await?))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        self.auth.platform(&request)?;
+        let page = privacy::list_audit(&self.store, &self.streams, request.into_inner());
+        Ok(Response::new(page.await?))
+    }
+
+    async fn get_retention_status(
+        &self,
+        request: Request<pb::GetRetentionStatusRequest>,
+    ) -> Result<Response<pb::GetRetentionStatusResponse>, Status> {
+        self.auth.platform(&request)?;
+        let status = privacy::retention_status(&self.store, &self.retention);
+        Ok(Response::new(status.await?))
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::Authorizer;
+use super::audited::record_read;
 use super::framing::servers::call_record_service_server::CallRecordService;
 use super::framing::{Framed, frame_item, int64_field};
 use super::stream::{ServerStream, Source, Step, Streams};
@@ -219,6 +220,9 @@ struct RecordSource<T: RecordLog> {
     sent_cursor: i64,
     /// The newest cursor of the log when it was last read, for the lag metric.
     sent_cursor_latest: Option<i64>,
+    /// The carrier's erasure epoch when `buffered` was read: when an erasure moves it, the
+    /// rows read before are dropped and read again, redacted (DESIGN §8).
+    erased_epoch: u64,
     _log: PhantomData<T>,
 }
 
@@ -242,6 +246,7 @@ impl<T: RecordLog> RecordSource<T> {
             delivered: 0,
             sent_cursor: 0,
             sent_cursor_latest: None,
+            erased_epoch: 0,
             _log: PhantomData,
         }
     }
@@ -340,6 +345,14 @@ impl<T: RecordLog> Source for RecordSource<T> {
             if self.max_reached() {
                 return Ok(Step::End);
             }
+            let erased_epoch = self.store.feed().erased_epoch(self.carrier.as_str());
+            if erased_epoch != self.erased_epoch {
+                // Rows read before an erasure may hold what it redacted: read them again.
+                self.erased_epoch = erased_epoch;
+                self.buffered.clear();
+                self.page_end = None;
+                self.at_end = false;
+            }
             if self.buffered.is_empty() {
                 if let Some(end) = self.page_end.take() {
                     // Records filtered out of the page still move the resume point.
@@ -379,7 +392,7 @@ impl<T: RecordLog> Source for RecordSource<T> {
                 let Some(record) = self.buffered.pop_front() else {
                     break;
                 };
-                framed.push_item(record.item.clone());
+                framed.push_item(record.item.clone(), record.position);
                 self.delivered += 1;
                 cursor = record.position;
             }
@@ -414,6 +427,10 @@ impl<T: RecordLog> Source for RecordSource<T> {
             .max();
         (message.items(), latest.map(|l| l - self.sent_cursor))
     }
+
+    fn positions(&self, message: &Framed) -> Option<(i64, i64)> {
+        message.positions()
+    }
 }
 
 #[tonic::async_trait]
@@ -425,9 +442,11 @@ impl CallRecordService for CallRecordApi {
         request: Request<pb::StreamCallRecordsRequest>,
     ) -> Result<Response<Self::StreamCallRecordsStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
-        let plan = plan_stream(request.get_ref().options.as_ref())?;
+        let options = request.get_ref().options.as_ref();
+        let plan = plan_stream(options)?;
+        let read = record_read("StreamCallRecords", &carrier.id, options);
         let permit = self.auth.stream_permit(&carrier)?;
-        Ok(Response::new(self.streams.open(
+        Ok(Response::new(self.streams.open_audited(
             carrier.id.clone(),
             Some(permit),
             RecordSource::<CallRecord>::new(
@@ -436,6 +455,7 @@ impl CallRecordService for CallRecordApi {
                 plan,
                 Some(self.streams.tails().calls.of(&carrier.id)),
             ),
+            read,
         )))
     }
 
@@ -446,9 +466,11 @@ impl CallRecordService for CallRecordApi {
         request: Request<pb::StreamQualityRecordsRequest>,
     ) -> Result<Response<Self::StreamQualityRecordsStream>, Status> {
         let carrier = self.auth.carrier(&request).await?;
-        let plan = plan_stream(request.get_ref().options.as_ref())?;
+        let options = request.get_ref().options.as_ref();
+        let plan = plan_stream(options)?;
+        let read = record_read("StreamQualityRecords", &carrier.id, options);
         let permit = self.auth.stream_permit(&carrier)?;
-        Ok(Response::new(self.streams.open(
+        Ok(Response::new(self.streams.open_audited(
             carrier.id.clone(),
             Some(permit),
             RecordSource::<QualityRecord>::new(
@@ -457,6 +479,7 @@ impl CallRecordService for CallRecordApi {
                 plan,
                 Some(self.streams.tails().quality.of(&carrier.id)),
             ),
+            read,
         )))
     }
 

@@ -7,6 +7,10 @@
 //! suspended carrier, shutdown, client-gone detection, and the final status. A stream supplies
 //! only a [`Source`]: what it reads next and how it encodes it.
 //!
+//! A carrier's read stream is also audited (DESIGN §8): opened with [`Streams::open_audited`],
+//! it leaves one audit event when it ends, with the first and last position it delivered
+//! ([`Source::positions`]), the records delivered and the final status.
+//!
 //! The final status travels beside the data channel, not in it: a producer that fails while
 //! its reader has stopped reading (a full channel) still ends at once, and the reader gets the
 //! status right after the messages already buffered, never a silent OK.
@@ -27,6 +31,8 @@ use tracing::Instrument;
 use super::auth::Authorizer;
 use super::limits::StreamPermit;
 use super::tail::LogTails;
+use crate::audit::Auditor;
+use crate::domain::audit::AuditEvent;
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
 use crate::feed::{CarrierSignal, Feed};
@@ -87,6 +93,12 @@ pub(crate) trait Source: Send + Sync + 'static {
     fn delivered(&self, _message: &Self::Message, _signal: &CarrierSignal) -> (u64, Option<i64>) {
         (0, None)
     }
+
+    /// The first and last cursor or revision of the records or events `message` carries, for
+    /// the audit log; `None` when it carries none.
+    fn positions(&self, _message: &Self::Message) -> Option<(i64, i64)> {
+        None
+    }
 }
 
 /// Why a producer stopped before its source ended.
@@ -113,6 +125,8 @@ pub(crate) struct Streams {
     metrics: Arc<StreamMetrics>,
     /// Every carrier's shared tails on this instance.
     tails: Arc<LogTails>,
+    /// Where audited streams record their end; none: not audited.
+    audit: Option<Auditor>,
 }
 
 impl Streams {
@@ -125,11 +139,44 @@ impl Streams {
     ) -> Self {
         Self {
             auth,
+            tails: Arc::new(LogTails::new(&metrics, &feed)),
             feed,
             shutdown,
-            tails: Arc::new(LogTails::new(&metrics)),
             metrics,
+            audit: None,
         }
+    }
+
+    /// The engine recording audited streams' ends with `auditor`.
+    pub(crate) fn with_audit(mut self, auditor: Auditor) -> Self {
+        self.audit = Some(auditor);
+        self
+    }
+
+    /// Records `event` in the audit log, when this engine has one.
+    pub(crate) async fn audit(&self, event: AuditEvent) {
+        if let Some(auditor) = &self.audit {
+            auditor.record(event).await;
+        }
+    }
+
+    /// Waits until the audit events recorded so far are written.
+    pub(crate) async fn flush_audit(&self) {
+        if let Some(auditor) = &self.audit {
+            auditor.flush().await;
+        }
+    }
+
+    /// Like [`Streams::open`], and when the stream ends, records `read` (who, what, filters)
+    /// in the audit log with the positions and count delivered and the final status.
+    pub(crate) fn open_audited<S: Source>(
+        &self,
+        carrier: CarrierId,
+        permit: Option<StreamPermit>,
+        source: S,
+        read: AuditEvent,
+    ) -> ServerStream<S::Message> {
+        self.start(carrier, permit, source, Some(read))
     }
 
     /// The shared tails of this instance's streams.
@@ -146,6 +193,16 @@ impl Streams {
         permit: Option<StreamPermit>,
         source: S,
     ) -> ServerStream<S::Message> {
+        self.start(carrier, permit, source, None)
+    }
+
+    fn start<S: Source>(
+        &self,
+        carrier: CarrierId,
+        permit: Option<StreamPermit>,
+        source: S,
+        read: Option<AuditEvent>,
+    ) -> ServerStream<S::Message> {
         let (tx, rx) = mpsc::channel(BUFFER);
         let (end_tx, end_rx) = oneshot::channel::<Status>();
         // Subscribe before the source's first read, so no commit in between goes unnoticed.
@@ -161,17 +218,31 @@ impl Streams {
             data_moved: false,
             shutdown: self.shutdown.clone(),
             metrics: self.metrics.clone(),
+            delivered: Delivered::default(),
         };
+        let audit = self.audit.clone().zip(read);
         let open = self.metrics.open_stream(S::KIND, carrier_label.as_str());
         tokio::spawn(
             async move {
-                if let Err(Stop::Fail(err)) = producer.run(source).await {
-                    tracing::debug!(reason = err.reason().as_str(), "stream failed");
-                    // Nobody waits for it when the client has gone.
-                    let _ = end_tx.send(err.into());
-                }
+                let code = match producer.run(source).await {
+                    Ok(()) => tonic::Code::Ok,
+                    Err(Stop::ClientGone) => tonic::Code::Cancelled,
+                    Err(Stop::Fail(err)) => {
+                        tracing::debug!(reason = err.reason().as_str(), "stream failed");
+                        let status = Status::from(err);
+                        let code = status.code();
+                        // Nobody waits for it when the client has gone.
+                        let _ = end_tx.send(status);
+                        code
+                    }
+                };
                 drop(open);
                 drop(permit);
+                if let Some((auditor, read)) = audit {
+                    auditor
+                        .record(producer.delivered.into_event(read, code))
+                        .await;
+                }
             }
             .instrument(tracing::Span::current()),
         );
@@ -199,6 +270,28 @@ struct Producer<M> {
     data_moved: bool,
     shutdown: CancellationToken,
     metrics: Arc<StreamMetrics>,
+    /// What was sent so far, for the audit log.
+    delivered: Delivered,
+}
+
+/// What a stream delivered: the first and last position, and how many records or events.
+#[derive(Debug, Default)]
+struct Delivered {
+    first: Option<i64>,
+    last: Option<i64>,
+    records: u64,
+}
+
+impl Delivered {
+    /// The audit event `read` completed with what was delivered and the final `code`.
+    fn into_event(self, mut read: AuditEvent, code: tonic::Code) -> AuditEvent {
+        read.time_ms = crate::store::now_ms();
+        read.outcome = crate::rpc_log::code_name(code).to_owned();
+        read.first_position = self.first;
+        read.last_position = self.last;
+        read.record_count = i64::try_from(self.records).unwrap_or(i64::MAX);
+        read
+    }
 }
 
 impl<M: prost::Message + Send + 'static> Producer<M> {
@@ -214,10 +307,16 @@ impl<M: prost::Message + Send + 'static> Producer<M> {
             match Box::pin(source.next(&known)).await? {
                 Step::Send(message) => {
                     let (records, lag) = source.delivered(&message, &self.signals.borrow());
+                    let positions = source.positions(&message);
                     self.send(message).await?;
                     if records > 0 {
                         self.metrics.delivered(S::KIND, records, lag);
                     }
+                    if let Some((first, last)) = positions {
+                        self.delivered.first.get_or_insert(first);
+                        self.delivered.last = Some(last);
+                    }
+                    self.delivered.records += records;
                     idle_due = Instant::now() + source.idle_after();
                     quiet = false;
                 }

@@ -15,6 +15,10 @@
 //! restarts it after the purged positions, so streams behind that see the database's verdict
 //! (`REVISION_COMPACTED`, `CURSOR_EXPIRED`).
 //!
+//! An erasure (DESIGN §8) rewrites rows in place: when the carrier's erasure epoch moves, the
+//! ring is emptied, and a read that raced an erasure is discarded (its stream reads the
+//! database itself), so a ring never serves a row as it was before its redaction committed.
+//!
 //! Rings are dropped when their carrier's last stream on this instance ends.
 
 use std::collections::{HashMap, VecDeque};
@@ -27,6 +31,7 @@ use bytes::Bytes;
 use crate::domain::ids::CarrierId;
 use crate::domain::records::LogKind;
 use crate::error::ApiResult;
+use crate::feed::Feed;
 use crate::metrics::StreamMetrics;
 
 /// A ring holds at most this many entries...
@@ -83,6 +88,8 @@ struct Ring<M> {
     bytes: usize,
     /// When the ring last read the database.
     filled: Option<Instant>,
+    /// The carrier's erasure epoch its entries were read under.
+    erased_epoch: u64,
 }
 
 impl<M> Default for Ring<M> {
@@ -93,6 +100,7 @@ impl<M> Default for Ring<M> {
             end: 0,
             bytes: 0,
             filled: None,
+            erased_epoch: 0,
         }
     }
 }
@@ -170,16 +178,30 @@ pub(crate) struct Tail<M> {
     /// The log's `kind` label, and where its reads are counted.
     kind: &'static str,
     metrics: Arc<StreamMetrics>,
+    /// Whose log it is, and where erasures of it are announced.
+    carrier: CarrierId,
+    feed: Feed,
 }
 
 impl<M: Send + Sync> Tail<M> {
-    fn new(kind: &'static str, metrics: &Arc<StreamMetrics>) -> Self {
+    fn new(
+        kind: &'static str,
+        metrics: &Arc<StreamMetrics>,
+        carrier: CarrierId,
+        feed: Feed,
+    ) -> Self {
         Self {
             ring: RwLock::new(Ring::default()),
             fill: tokio::sync::Mutex::new(()),
             kind,
             metrics: metrics.clone(),
+            carrier,
+            feed,
         }
+    }
+
+    fn erased_epoch(&self) -> u64 {
+        self.feed.erased_epoch(self.carrier.as_str())
     }
 
     fn ring(&self) -> std::sync::RwLockReadGuard<'_, Ring<M>> {
@@ -227,12 +249,25 @@ impl<M: Send + Sync> Tail<M> {
         F: Fn(i64) -> Fut,
         Fut: Future<Output = ApiResult<Fill<M>>>,
     {
-        if let Some(found) = self.ring().after(after, max) {
-            return Ok(found);
+        let epoch = self.erased_epoch();
+        {
+            let ring = self.ring();
+            if ring.erased_epoch == epoch
+                && let Some(found) = ring.after(after, max)
+            {
+                return Ok(found);
+            }
         }
         let _filling = self.fill.lock().await;
         {
             let mut ring = self.ring_mut();
+            if ring.erased_epoch != epoch {
+                // Rows were redacted in place since the ring read them.
+                *ring = Ring {
+                    erased_epoch: epoch,
+                    ..Ring::default()
+                };
+            }
             if ring.start.is_none() {
                 // The first stream here positions the ring.
                 ring.start = Some(after);
@@ -260,6 +295,10 @@ impl<M: Send + Sync> Tail<M> {
             let end = self.ring().end;
             self.metrics.tail_read(self.kind, "fill");
             let fill = read(end).await?;
+            if self.erased_epoch() != epoch {
+                // An erasure committed during the read: its rows may predate it.
+                return Ok(Read::Behind);
+            }
             let progressed = !fill.entries.is_empty() || fill.through > end;
             let mut ring = self.ring_mut();
             ring.append(fill);
@@ -290,11 +329,11 @@ pub(crate) struct LogTails {
 
 impl LogTails {
     /// No tails yet; reads counted in `metrics`.
-    pub(crate) fn new(metrics: &Arc<StreamMetrics>) -> Self {
+    pub(crate) fn new(metrics: &Arc<StreamMetrics>, feed: &Feed) -> Self {
         Self {
-            numbers: Tails::new("number_events", metrics),
-            calls: Tails::new(LogKind::CallRecords.label(), metrics),
-            quality: Tails::new(LogKind::QualityRecords.label(), metrics),
+            numbers: Tails::new("number_events", metrics, feed),
+            calls: Tails::new(LogKind::CallRecords.label(), metrics, feed),
+            quality: Tails::new(LogKind::QualityRecords.label(), metrics, feed),
         }
     }
 }
@@ -305,14 +344,16 @@ pub(crate) struct Tails<M> {
     by_carrier: Mutex<HashMap<CarrierId, Weak<Tail<M>>>>,
     kind: &'static str,
     metrics: Arc<StreamMetrics>,
+    feed: Feed,
 }
 
 impl<M: Send + Sync> Tails<M> {
-    fn new(kind: &'static str, metrics: &Arc<StreamMetrics>) -> Self {
+    fn new(kind: &'static str, metrics: &Arc<StreamMetrics>, feed: &Feed) -> Self {
         Self {
             by_carrier: Mutex::new(HashMap::new()),
             kind,
             metrics: metrics.clone(),
+            feed: feed.clone(),
         }
     }
 
@@ -328,7 +369,12 @@ impl<M: Send + Sync> Tails<M> {
         if map.len() >= 64 && map.len().is_power_of_two() {
             map.retain(|_, tail| tail.strong_count() > 0);
         }
-        let tail = Arc::new(Tail::new(self.kind, &self.metrics));
+        let tail = Arc::new(Tail::new(
+            self.kind,
+            &self.metrics,
+            carrier.clone(),
+            self.feed.clone(),
+        ));
         map.insert(carrier.clone(), Arc::downgrade(&tail));
         tail
     }
@@ -365,7 +411,12 @@ mod tests {
     /// position, and a stream before the ring is sent to the database.
     #[tokio::test]
     async fn one_read_serves_every_stream() {
-        let tail = Tail::<()>::new("test", &Arc::default());
+        let tail = Tail::<()>::new(
+            "test",
+            &Arc::default(),
+            CarrierId::parse("contoso").unwrap(),
+            Feed::default(),
+        );
         let reads = std::sync::atomic::AtomicUsize::new(0);
         let read = |end: i64| {
             reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

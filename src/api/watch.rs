@@ -199,7 +199,7 @@ impl WatchSource {
                 .iter()
                 .filter(|e| e.meta.wanted_by(&self.plan.filter))
             {
-                message.push_item(event.item.clone());
+                message.push_item(event.item.clone(), event.position);
             }
             if message.items() > 0 {
                 return Ok(Step::Send(message));
@@ -307,7 +307,10 @@ async fn fill_tail(store: Store, carrier: CarrierId, after: i64) -> ApiResult<Fi
 fn events_message(events: &[pb::NumberEvent]) -> Framed {
     let mut message = Framed::default();
     for event in events {
-        message.push_item(frame_item(EVENTS_TAG, &[], &event.encode_to_vec()));
+        message.push_item(
+            frame_item(EVENTS_TAG, &[], &event.encode_to_vec()),
+            event.revision,
+        );
     }
     message
 }
@@ -362,6 +365,10 @@ impl Source for WatchSource {
     fn delivered(&self, message: &Self::Message, signal: &CarrierSignal) -> (u64, Option<i64>) {
         let lag = (signal.revision > 0).then(|| signal.revision - self.cursor);
         (message.items(), lag)
+    }
+
+    fn positions(&self, message: &Framed) -> Option<(i64, i64)> {
+        message.positions()
     }
 }
 

@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+mod audit;
+mod json;
+mod retention;
+mod tenant;
+
 use super::status::explain;
 use crate::domain::calendar::{civil_from_days, days_from_civil};
 use crate::pb::v1 as pb;
@@ -148,6 +153,14 @@ pub enum AdminCommand {
         #[arg(long)]
         details: bool,
     },
+    /// Write everything held about a tenant to a JSON Lines file (progress on a terminal).
+    ExportTenant(tenant::ExportArgs),
+    /// Erase a tenant's personal data everywhere (refused while it has assigned numbers).
+    EraseTenant(tenant::EraseArgs),
+    /// The audit log: writes, erasures, exports, carrier reads and uploads.
+    Audit(audit::AuditArgs),
+    /// Each data class's retention period, oldest kept item and last purge.
+    Retention,
 }
 
 /// An import that ran but left lines or records behind: exit code 1, not 2.
@@ -272,6 +285,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let channel = channel(&args).await?;
     let mut client = PlatformServiceClient::new(channel.clone());
     match args.command {
+        AdminCommand::ExportTenant(export) => tenant::export(&mut client, export).await?,
+        AdminCommand::EraseTenant(erase) => tenant::erase(&mut client, erase).await?,
+        AdminCommand::Audit(audit) => audit::run(&mut client, audit).await?,
+        AdminCommand::Retention => retention::run(&mut client).await?,
         AdminCommand::Status(status) => {
             super::gateway_status::run(channel, &status).await?;
         }

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway server.
-    Serve(crate::config::ServeFlags),
+    Serve(Box<crate::config::ServeFlags>),
     /// Create a CA and certificates for the server, the platform and carriers.
     Certs(certs::CertsArgs),
     /// The operations team's client for PlatformService.

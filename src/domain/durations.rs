@@ -25,6 +25,9 @@ pub struct CallDurationReport {
     callee_number: E164,
     start_time_ms: UnixMillis,
     duration_ms: DurationMs,
+    /// Whether the tenant's personal data was erased: caller and callee are then empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    redacted: bool,
 }
 
 impl CallDurationReport {
@@ -47,6 +50,7 @@ impl CallDurationReport {
             callee_number,
             start_time_ms: start,
             duration_ms: duration,
+            redacted: false,
         }
     }
 
@@ -65,6 +69,22 @@ impl CallDurationReport {
     /// Connected duration as the carrier measured it, ms.
     pub fn duration_ms(&self) -> i64 {
         self.duration_ms.get()
+    }
+    /// Which way the call went.
+    pub fn direction(&self) -> CallDirection {
+        self.direction
+    }
+    /// Calling number; `None` when withheld or redacted.
+    pub fn caller_number(&self) -> Option<&E164> {
+        self.caller_number.as_ref()
+    }
+    /// Called number; empty once redacted.
+    pub fn callee_number(&self) -> &E164 {
+        &self.callee_number
+    }
+    /// Whether the tenant's personal data was erased from the report.
+    pub fn redacted(&self) -> bool {
+        self.redacted
     }
 }
 
@@ -130,6 +150,9 @@ pub struct Tally {
     pub rejected: i64,
     /// The first [`MAX_LISTED_REJECTIONS`] rejections.
     pub rejections: Vec<Rejection>,
+    /// Whether a tenant's erasure emptied the descriptions of rejections of its calls.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 impl Tally {

@@ -1,5 +1,6 @@
 //! Validated domain types and pure logic. Nothing here knows about gRPC or SQL.
 
+pub mod audit;
 pub mod calendar;
 pub mod carrier;
 pub mod durations;

@@ -119,6 +119,10 @@ pub struct NumberState {
     pub update_time_ms: i64,
     /// Revision of its last change.
     pub revision: i64,
+    /// Whether the tenant's personal data was erased: an assignment's target and SIP URI are
+    /// then empty. A new assignment clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 /// What a provisioning request asks for one number.
@@ -166,6 +170,7 @@ pub fn provision(
         assignment: None,
         update_time_ms: now_ms,
         revision: 0,
+        redacted: false,
     };
     let Some(current) = current else {
         return Ok(Some((EventKind::Provisioned, fresh)));
@@ -205,6 +210,7 @@ pub fn assign(
     let mut next = current.clone();
     next.status = NumberStatus::Assigned;
     next.assignment = Some(assignment);
+    next.redacted = false;
     next.update_time_ms = now_ms;
     Ok(Some((kind, next)))
 }

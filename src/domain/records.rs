@@ -149,6 +149,10 @@ pub struct CallRecord {
     microsoft_subcode: i32,
     media_bypass: bool,
     trunk_fqdn: String,
+    /// Whether the tenant's personal data was erased: correlation id, caller and callee are
+    /// then empty. Absent from the stored form of a record that never was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    redacted: bool,
 }
 
 impl CallRecord {
@@ -217,6 +221,7 @@ impl CallRecord {
                 microsoft_subcode: d.microsoft_subcode?,
                 media_bypass: d.media_bypass,
                 trunk_fqdn: d.trunk_fqdn?,
+                redacted: false,
             })
         })
     }
@@ -245,9 +250,13 @@ impl CallRecord {
     pub fn caller_number(&self) -> Option<&E164> {
         self.caller_number.as_ref()
     }
-    /// Called number.
+    /// Called number; empty once redacted.
     pub fn callee_number(&self) -> &E164 {
         &self.callee_number
+    }
+    /// Whether the tenant's personal data was erased from the record.
+    pub fn redacted(&self) -> bool {
+        self.redacted
     }
     /// The tenant's own number in the call: the caller of an outbound call, the callee of an
     /// inbound one; `None` when an outbound caller withheld it.
@@ -412,6 +421,10 @@ pub struct QualityRecord {
     metrics: QualityMetrics,
     /// The verdict, computed once at ingestion by [`super::quality::classify`].
     classification: Classification,
+    /// Whether the tenant's personal data was erased (a quality record holds none: only
+    /// this mark changes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    redacted: bool,
 }
 
 impl QualityRecord {
@@ -474,6 +487,7 @@ impl QualityRecord {
                 audio_codec: d.audio_codec?,
                 classification: super::quality::classify(&metrics),
                 metrics,
+                redacted: false,
             })
         })
     }
@@ -513,6 +527,10 @@ impl QualityRecord {
     /// The verdict computed at ingestion.
     pub fn classification(&self) -> &Classification {
         &self.classification
+    }
+    /// Whether the tenant's personal data was erased.
+    pub fn redacted(&self) -> bool {
+        self.redacted
     }
 }
 

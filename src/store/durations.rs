@@ -11,6 +11,7 @@ use sea_orm::{
 
 use super::batch::{Attempt, Lookup, columns, per_statement, retry_write};
 use super::entities::{call_duration, call_record, upload};
+use super::redaction::{Stored, same_record};
 use super::{Store, StoreError, now_ms};
 use crate::domain::calendar::Window;
 use crate::domain::durations::{CallDurationReport, IngestOutcome, StoredUpload, Tally};
@@ -117,7 +118,9 @@ impl Store {
             let json = serde_json::to_string(record)
                 .map_err(|e| StoreError::Corrupt(format!("encoding duration: {e}")))?;
             let outcome = match stored.get(record.call_id().as_str()) {
-                Some(existing) if *existing == json => IngestOutcome::Duplicate,
+                Some(existing) if same_record(Stored::Duration, existing, &json) => {
+                    IngestOutcome::Duplicate
+                }
                 Some(_) => IngestOutcome::Conflict,
                 None => {
                     stored.insert(record.call_id().as_str().to_owned(), json.clone());

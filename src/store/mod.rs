@@ -14,17 +14,23 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::number::TransitionError;
 use crate::feed::{Feed, Notice};
 
+mod audit;
 mod batch;
 mod carriers;
 mod durations;
 mod entities;
+mod erasure;
+mod export;
 mod failure;
 mod logs;
 pub mod migration;
 mod numbers;
+mod purge_runs;
 mod record_kinds;
 mod records;
+mod redaction;
 
+pub(crate) use erasure::Erased;
 pub use failure::Constraint;
 pub(crate) use records::LogRecord;
 

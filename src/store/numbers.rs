@@ -53,7 +53,7 @@ pub(crate) struct SnapshotPage {
     pub more: bool,
 }
 
-fn decode_state(json: &str) -> Result<NumberState, StoreError> {
+pub(super) fn decode_state(json: &str) -> Result<NumberState, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("number state: {e}")))
 }
 

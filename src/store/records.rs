@@ -34,6 +34,7 @@ use super::batch::{Attempt, Lookup, columns, per_statement, retry_write};
 use super::entities::{carrier, consumer_cursor};
 use super::logs::{GaplessLog, take_positions};
 use super::record_kinds::{bounds_of, kind_code};
+use super::redaction::{RedactableRecord, same_encoded};
 use super::{Store, StoreError, notify, now_ms};
 use crate::domain::durations::IngestOutcome;
 use crate::domain::ids::CarrierId;
@@ -47,7 +48,7 @@ pub(crate) trait LogRecord: Send + Sync {
     /// The table of its log.
     type Table: RecordTable;
     /// The wire message it is stored as (with cursor 0).
-    type Wire: prost::Message + Default + PartialEq;
+    type Wire: RedactableRecord;
     /// Its idempotency key: (`call_id`, `stream_id` or empty).
     fn key(&self) -> (String, String);
     /// It as its wire message, cursor 0.
@@ -143,18 +144,6 @@ fn distinct_keys<T: LogRecord>(batch: &[(CarrierId, T)]) -> bool {
     keys.windows(2).all(|w| w[0] != w[1])
 }
 
-/// Whether a stored encoding holds the same record as `wire`. Compared decoded, never as
-/// bytes: a record stored by another encoder (field order, a field a newer proto added, left
-/// at its default) is still the same record.
-fn same_record<W: prost::Message + Default + PartialEq>(
-    encoded: &[u8],
-    wire: &W,
-) -> Result<bool, StoreError> {
-    let stored = W::decode(encoded)
-        .map_err(|e| StoreError::Corrupt(format!("stored record does not decode: {e}")))?;
-    Ok(stored == *wire)
-}
-
 impl Store {
     /// Ingests a batch of records, each for the carrier it names, in one transaction.
     /// Returns one outcome per record, in order.
@@ -212,7 +201,7 @@ impl Store {
             let wire = record.wire();
             outcomes[i] = match stored.get(&key) {
                 Some((owner, encoded)) if owner == carrier.as_str() => {
-                    if same_record(encoded, &wire)? {
+                    if same_encoded(encoded, &wire)? {
                         IngestOutcome::Duplicate
                     } else {
                         IngestOutcome::Conflict
@@ -423,9 +412,9 @@ mod tests {
     /// and with a default-valued field written out is still the same record; a changed value
     /// is not.
     #[test]
-    fn same_record_compares_decoded_values() {
+    fn duplicates_compare_decoded_values() {
         let wire = record();
-        assert!(same_record(&wire.encode_to_vec(), &wire).unwrap());
+        assert!(same_encoded(&wire.encode_to_vec(), &wire).unwrap());
 
         let mut other_encoder = Vec::new();
         // final_sip_code (15) first, then successful (14), call_id (2), tenant_id (4),
@@ -439,13 +428,13 @@ mod tests {
         other_encoder.extend_from_slice(&[0x88, 0x01, 0]); // 17: 0
         other_encoder.extend_from_slice(&[0x98, 0x06, 0]); // 99: 0
         assert_ne!(other_encoder, wire.encode_to_vec());
-        assert!(same_record(&other_encoder, &wire).unwrap());
+        assert!(same_encoded(&other_encoder, &wire).unwrap());
 
         let changed = pb::CallRecord {
             final_sip_code: 486,
             ..record()
         };
-        assert!(!same_record(&other_encoder, &changed).unwrap());
-        assert!(same_record(&[0xff], &wire).is_err());
+        assert!(!same_encoded(&other_encoder, &changed).unwrap());
+        assert!(same_encoded(&[0xff], &wire).is_err());
     }
 }

@@ -123,6 +123,7 @@ impl From<&NumberState> for pb::TelephoneNumber {
             iso_country_code: s.iso_country_code.clone(),
             update_time: Some(timestamp(s.update_time_ms)),
             revision: s.revision,
+            redacted: s.redacted,
         }
     }
 }

@@ -273,6 +273,27 @@ pub(crate) fn call_record_to_pb(cursor: i64, r: &CallRecord) -> pb::CallRecord {
         microsoft_subcode: r.microsoft_subcode(),
         media_bypass: r.media_bypass(),
         trunk_fqdn: r.trunk_fqdn().to_owned(),
+        redacted: r.redacted(),
+    }
+}
+
+/// A stored carrier duration as exported.
+pub(crate) fn call_duration_to_pb(d: &CallDurationReport) -> pb::CallDuration {
+    pb::CallDuration {
+        call_id: d.call_id().as_str().to_owned(),
+        tenant_id: d.tenant_id().as_str().to_owned(),
+        direction: match d.direction() {
+            CallDirection::Inbound => pb::CallDirection::Inbound,
+            CallDirection::Outbound => pb::CallDirection::Outbound,
+        } as i32,
+        caller_number: d
+            .caller_number()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default(),
+        callee_number: d.callee_number().as_str().to_owned(),
+        start_time: Some(timestamp(d.start_time_ms())),
+        duration: Some(duration_from_ms(d.duration_ms())),
+        redacted: d.redacted(),
     }
 }
 
@@ -313,6 +334,7 @@ pub(crate) fn quality_record_to_pb(cursor: i64, r: &QualityRecord) -> pb::Qualit
         classification: classification as i32,
         poor_reasons,
         tenant_id: r.tenant_id().as_str().to_owned(),
+        redacted: r.redacted(),
     }
 }
 
@@ -345,6 +367,7 @@ mod tests {
     /// A valid successful call record whose times are whole milliseconds.
     fn call() -> pb::CallRecord {
         pb::CallRecord {
+            redacted: false,
             cursor: 0,
             call_id: "call-1".into(),
             correlation_id: "corr-1".into(),
@@ -384,6 +407,7 @@ mod tests {
     /// A valid quality record with every metric present and good.
     fn quality() -> pb::QualityRecord {
         pb::QualityRecord {
+            redacted: false,
             cursor: 0,
             call_id: "call-1".into(),
             stream_id: "stream-1".into(),

@@ -43,5 +43,6 @@ pub(crate) fn upload_summary(
         rejected: t.rejected,
         rejections: t.rejections.iter().map(rejection_to_pb).collect(),
         complete_time: Some(timestamp(complete_time_ms)),
+        redacted: t.redacted,
     }
 }

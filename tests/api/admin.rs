@@ -9,7 +9,7 @@ use opconnect::pki::Subject;
 use crate::helpers::*;
 
 /// Runs `opconnect admin ...` against `addr` with the platform certificate in `dir`.
-fn admin(
+pub(crate) fn admin(
     dir: &std::path::Path,
     addr: std::net::SocketAddr,
     args: &[&str],

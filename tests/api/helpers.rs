@@ -441,6 +441,7 @@ pub fn stream_options(after_cursor: Option<i64>) -> pb::RecordStreamOptions {
 pub fn duration(i: i64, tenant: &str, ms: i64) -> pb::CallDuration {
     let call = call_record(i, tenant);
     pb::CallDuration {
+        redacted: false,
         call_id: call.call_id,
         tenant_id: call.tenant_id,
         direction: call.direction,
@@ -490,6 +491,7 @@ pub fn purge_only(class: DataClass) -> RetentionPolicy {
         DataClass::CallRecords => policy.call_records = Duration::ZERO,
         DataClass::QualityRecords => policy.quality_records = Duration::ZERO,
         DataClass::Durations => policy.durations = Duration::ZERO,
+        DataClass::AuditEvents => policy.audit_events = Duration::ZERO,
     }
     policy
 }
@@ -1007,4 +1009,42 @@ pub fn spawn_server_json(
             .and_then(|message| message.strip_prefix("listening on "))
             .map(|addr| addr.parse().expect("address"))
     })
+}
+
+// === data protection: a served binary as a TestApp, its log, async waits ===
+
+impl TestApp {
+    /// A [`TestApp`] for a gateway serving elsewhere (a spawned binary) at `addr`, trusting
+    /// `ca`; `dir` is kept until the test ends. Stopping it stops nothing.
+    pub fn attach(
+        dir: tempfile::TempDir,
+        ca: CertificateAuthority,
+        addr: std::net::SocketAddr,
+        database_url: &str,
+    ) -> Self {
+        TestApp {
+            addr,
+            ca,
+            _dir: dir,
+            database_url: database_url.to_owned(),
+            metrics: Default::default(),
+            metrics_addr: None,
+            health_addr: None,
+            shutdown: None,
+            handle: None,
+        }
+    }
+}
+
+/// Like [`eventually`], for a condition that must be awaited.
+pub async fn eventually_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

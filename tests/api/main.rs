@@ -4,9 +4,12 @@
 mod helpers;
 
 mod admin;
+mod admin_privacy;
+mod audit;
 mod collation;
 mod contention;
 mod durations;
+mod erasure;
 mod fanout;
 mod identity;
 mod limits;

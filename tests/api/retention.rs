@@ -81,6 +81,7 @@ async fn the_loop_purges_every_class_on_its_own() {
         call_records: Duration::ZERO,
         quality_records: Duration::ZERO,
         durations: Duration::ZERO,
+        audit_events: Duration::MAX,
         batch: 3,
     };
     let stop = CancellationToken::new();
@@ -95,6 +96,7 @@ async fn the_loop_purges_every_class_on_its_own() {
         call_records: 10,
         quality_records: 2,
         durations: 2,
+        audit_events: 0,
     };
     let mut progress = task.progress();
     let seen = tokio::time::timeout(

@@ -292,6 +292,7 @@ mod tests {
         pb::CarrierCallRecord {
             carrier_id: "contoso".into(),
             record: Some(pb::CallRecord {
+                redacted: false,
                 cursor: 0,
                 call_id: "c-1".into(),
                 correlation_id: "corr-1".into(),

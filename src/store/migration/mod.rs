@@ -10,6 +10,8 @@ mod m20261127_000003_create_record_logs;
 mod m20261127_000004_create_durations;
 mod m20261129_000005_bytewise_keys;
 mod m20261129_000006_records_as_protobuf;
+mod m20261129_000007_create_audit_events;
+mod m20261129_000008_create_purge_runs;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -24,6 +26,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_create_durations::Migration),
             Box::new(m20261129_000005_bytewise_keys::Migration),
             Box::new(m20261129_000006_records_as_protobuf::Migration),
+            Box::new(m20261129_000007_create_audit_events::Migration),
+            Box::new(m20261129_000008_create_purge_runs::Migration),
         ]
     }
 }
