@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod client;
 mod collation;
 mod contention;
 mod durations;
