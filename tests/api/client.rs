@@ -316,8 +316,8 @@ async fn a_killed_follower_resumes_from_its_committed_cursor() {
     let out = app.dir().join("calls.jsonl");
 
     let mut follower = spawn_follower(&flags, &out);
-    eventually("the follower to write 1,000 records", || {
-        written(&out).len() >= 1000
+    eventually("the follower to write 2,500 records", || {
+        written(&out).len() >= 2500
     })
     .await;
     follower.kill().unwrap(); // SIGKILL
