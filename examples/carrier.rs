@@ -28,7 +28,9 @@ fn env(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let out_path = std::env::args().nth(1).unwrap_or_else(|| "calls.jsonl".into());
+    let out_path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "calls.jsonl".into());
     let endpoint = env("OPCONNECT_CARRIER_ENDPOINT", "https://localhost:50051");
     let tls = ClientTls::from_files(
         env("OPCONNECT_CARRIER_CA", "certs/ca.pem").as_ref(),
@@ -93,7 +95,11 @@ async fn collect_calls(
             continue;
         };
         for r in &records {
-            writeln!(out, "{{\"cursor\":{},\"call_id\":{:?}}}", r.cursor, r.call_id)?;
+            writeln!(
+                out,
+                "{{\"cursor\":{},\"call_id\":{:?}}}",
+                r.cursor, r.call_id
+            )?;
             measured.push(pb::CallDuration {
                 call_id: r.call_id.clone(),
                 tenant_id: r.tenant_id.clone(),

@@ -46,10 +46,8 @@ impl ClientTls {
 
     /// Reads the CA, certificate and key files (PEM). Errors name the file that failed.
     pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, ClientError> {
-        Ok(Self::new(read(ca, "CA certificate")?).identity(
-            read(cert, "client certificate")?,
-            read(key, "client key")?,
-        ))
+        Ok(Self::new(read(ca, "CA certificate")?)
+            .identity(read(cert, "client certificate")?, read(key, "client key")?))
     }
 
     /// Presents `cert_pem` / `key_pem` as the client's identity.

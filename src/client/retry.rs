@@ -107,7 +107,11 @@ impl Backoff {
             return None;
         }
         self.failures = self.failures.saturating_add(1);
-        if self.policy.max_attempts.is_some_and(|max| self.failures > max) {
+        if self
+            .policy
+            .max_attempts
+            .is_some_and(|max| self.failures > max)
+        {
             return None;
         }
         Some(match server_delay(status) {
@@ -179,7 +183,8 @@ mod tests {
     }
 
     fn with_retry(code: Code, delay: Duration) -> Status {
-        let mut details = ErrorDetails::with_error_info("STREAM_LIMIT", "opconnect.v1", HashMap::new());
+        let mut details =
+            ErrorDetails::with_error_info("STREAM_LIMIT", "opconnect.v1", HashMap::new());
         details.set_retry_info(Some(delay));
         Status::with_error_details(code, "x", details)
     }
@@ -189,7 +194,10 @@ mod tests {
     #[test]
     fn which_codes_are_retried() {
         assert!(is_retryable(&Status::unavailable("down")));
-        assert!(is_retryable(&with_info(Code::Unavailable, "STORE_UNAVAILABLE")));
+        assert!(is_retryable(&with_info(
+            Code::Unavailable,
+            "STORE_UNAVAILABLE"
+        )));
         assert!(is_retryable(&with_info(Code::Aborted, "STORE_CONFLICT")));
         assert!(is_retryable(&Status::internal("h2 protocol error")));
         assert!(is_retryable(&Status::unknown("transport error")));
@@ -229,7 +237,10 @@ mod tests {
         let told = with_retry(Code::ResourceExhausted, Duration::from_secs(3));
         for _ in 0..50 {
             let d = backoff.next_delay(&told).unwrap();
-            assert!(d >= Duration::from_secs(3) && d <= Duration::from_millis(3300), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(3) && d <= Duration::from_millis(3300),
+                "{d:?}"
+            );
         }
         let huge = with_retry(Code::Unavailable, Duration::from_secs(86_400));
         assert!(backoff.next_delay(&huge).unwrap() <= MAX_SERVER_DELAY * 11 / 10);

@@ -98,7 +98,10 @@ impl DurationUploader {
 
     /// Uploads the records `source` yields; `source` is called again for every resend, so it
     /// must yield the same records each time (re-read the file).
-    pub async fn upload_from<F, I>(&mut self, mut source: F) -> Result<pb::UploadSummary, ClientError>
+    pub async fn upload_from<F, I>(
+        &mut self,
+        mut source: F,
+    ) -> Result<pb::UploadSummary, ClientError>
     where
         F: FnMut() -> I,
         I: Iterator<Item = pb::CallDuration> + Send + 'static,
@@ -240,6 +243,8 @@ mod tests {
         assert_eq!(empty.len(), 1);
         assert_eq!(empty[0].upload_id, "u2");
         let id = fresh_upload_id();
-        assert!(id.starts_with("up-") && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()));
+        assert!(
+            id.starts_with("up-") && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+        );
     }
 }

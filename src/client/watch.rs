@@ -72,7 +72,8 @@ pub enum SnapshotCause {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchItem {
     /// A change (or, between `SnapshotStart` and `SnapshotComplete`, a `SNAPSHOT` event).
-    Event(pb::NumberEvent),
+    /// Boxed: an event is large, the other items are a few words.
+    Event(Box<pb::NumberEvent>),
     /// A snapshot begins: forget the numbers you hold; the `SNAPSHOT` events that follow are
     /// the current state. This is the re-snapshot marker after compaction.
     SnapshotStart { cause: SnapshotCause },
@@ -237,7 +238,8 @@ impl NumberWatcher {
                 Position::After(revision) => Some(revision),
                 _ => None,
             };
-            self.queue.push_back((WatchItem::Event(event), delivered));
+            self.queue
+                .push_back((WatchItem::Event(Box::new(event)), delivered));
         }
         let Some(checkpoint) = message.checkpoint else {
             return;

@@ -112,7 +112,8 @@ async fn the_watcher_survives_restarts_and_compaction_without_a_silent_gap() {
     let mut seen = Vec::new();
 
     // Before the first restart.
-    app.provision("contoso", TENANT_A, &[n(0), n(1), n(2)]).await;
+    app.provision("contoso", TENANT_A, &[n(0), n(1), n(2)])
+        .await;
     app.assign(n(0), "user-0").await;
     until_revision(&mut rx, &mut seen, app.list_all("contoso").await.1).await;
 
@@ -151,11 +152,17 @@ async fn the_watcher_survives_restarts_and_compaction_without_a_silent_gap() {
     {
         let mut platform = app.platform().await;
         platform
-            .unassign_number(pb::UnassignNumberRequest { number: n(0).into() })
+            .unassign_number(pb::UnassignNumberRequest {
+                number: n(0).into(),
+            })
             .await
             .unwrap();
     }
-    let history = [history, history_after(&app, "contoso", purged_through).await].concat();
+    let history = [
+        history,
+        history_after(&app, "contoso", purged_through).await,
+    ]
+    .concat();
     let last = history.last().unwrap().revision;
     until_revision(&mut rx, &mut seen, last).await;
     drop(rx);
@@ -186,14 +193,17 @@ async fn the_watcher_survives_restarts_and_compaction_without_a_silent_gap() {
         .iter()
         .position(|i| matches!(i, WatchItem::SnapshotComplete { .. }))
         .unwrap();
-    let WatchItem::SnapshotComplete { revision: snapshot_at } = seen[complete] else {
+    let WatchItem::SnapshotComplete {
+        revision: snapshot_at,
+    } = seen[complete]
+    else {
         unreachable!()
     };
     let events = |items: &[WatchItem]| -> Vec<pb::NumberEvent> {
         items
             .iter()
             .map(|i| match i {
-                WatchItem::Event(e) => e.clone(),
+                WatchItem::Event(e) => (**e).clone(),
                 other => panic!("not an event: {other:?}"),
             })
             .collect()
@@ -311,7 +321,8 @@ async fn committed_cursor(app: &TestApp, carrier: &str) -> Option<i64> {
 async fn a_killed_follower_resumes_from_its_committed_cursor() {
     let app = spawn_app().await;
     app.create_carrier("contoso").await;
-    app.ingest_calls(call_records("contoso", 0..4000), 500).await;
+    app.ingest_calls(call_records("contoso", 0..4000), 500)
+        .await;
     let flags = carrier_flags(&app, app.dir(), "contoso");
     let out = app.dir().join("calls.jsonl");
 
@@ -338,7 +349,10 @@ async fn a_killed_follower_resumes_from_its_committed_cursor() {
     // The commit of the tail comes on the follower's interval; wait for it, then stop.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while committed_cursor(&app, "contoso").await != Some(last) {
-        assert!(std::time::Instant::now() < deadline, "the tail was never committed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tail was never committed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let term = Command::new("kill")
@@ -374,8 +388,7 @@ async fn the_uploader_completes_an_upload_after_a_broken_stream() {
     let proxy = Arc::new(CutProxy::start(app.addr).await);
     let tls = app.client_tls(&app.carrier_cert("contoso"));
     let channel = client::connect_lazy(&format!("https://{}", proxy.addr), &tls).unwrap();
-    let records: Vec<pb::CallDuration> =
-        (0..3000).map(|i| duration(i, TENANT_A, 60_000)).collect();
+    let records: Vec<pb::CallDuration> = (0..3000).map(|i| duration(i, TENANT_A, 60_000)).collect();
     let mut uploader = DurationUploader::new(
         channel,
         UploadOptions {
@@ -411,10 +424,13 @@ async fn the_uploader_completes_an_upload_after_a_broken_stream() {
     assert_eq!(summary.accepted + summary.duplicates, 3000);
 
     // Stored once each: the same records again are all duplicates.
-    let again = DurationUploader::new(app.channel(&app.carrier_cert("contoso")).await, UploadOptions::default())
-        .upload(records)
-        .await
-        .unwrap();
+    let again = DurationUploader::new(
+        app.channel(&app.carrier_cert("contoso")).await,
+        UploadOptions::default(),
+    )
+    .upload(records)
+    .await
+    .unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 3000));
     // And the server keeps the summary under the id.
     let stored = app
@@ -489,6 +505,9 @@ async fn retry_info_is_honoured_and_permanent_errors_are_not_retried() {
     let channel = app.channel(&app.carrier_cert("unknown")).await;
     let mut watcher = NumberWatcher::new(channel, WatchOptions::default());
     let error = watcher.next().await.unwrap_err();
-    assert_eq!(error.status().map(|s| s.code()), Some(Code::PermissionDenied));
+    assert_eq!(
+        error.status().map(|s| s.code()),
+        Some(Code::PermissionDenied)
+    );
     assert_eq!(watcher.reconnects(), 0);
 }

@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use opconnect::client::ClientTls;
 use opconnect::config::{LogFormat, Settings};
 use opconnect::pb::v1 as pb;
 use opconnect::pb::v1::assignment_service_client::AssignmentServiceClient;
@@ -15,7 +16,6 @@ use opconnect::retention::{DataClass, RetentionPolicy};
 use opconnect::server::App;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use opconnect::client::ClientTls;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;

@@ -66,9 +66,9 @@ pub(crate) fn read(
     let (file, _) = input::open(path).with_context(|| name.clone())?;
     let parsed: Box<dyn Iterator<Item = anyhow::Result<readers::ParsedLine<pb::CallDuration>>>> =
         match format {
-            FileFormat::Csv => Box::new(
-                readers::csv_records::<Durations>(file).with_context(|| name.clone())?,
-            ),
+            FileFormat::Csv => {
+                Box::new(readers::csv_records::<Durations>(file).with_context(|| name.clone())?)
+            }
             FileFormat::Jsonl => Box::new(readers::jsonl_records::<Durations>(
                 std::io::BufReader::new(file),
             )),

@@ -166,7 +166,10 @@ mod tests {
     #[test]
     fn timestamps() {
         let ts = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
-        assert_eq!(timestamp(Some(&ts(1_793_491_200, 0))), "2026-11-01T00:00:00Z");
+        assert_eq!(
+            timestamp(Some(&ts(1_793_491_200, 0))),
+            "2026-11-01T00:00:00Z"
+        );
         assert_eq!(
             timestamp(Some(&ts(1_793_491_261, 500_000_000))),
             "2026-11-01T00:01:01.5Z"

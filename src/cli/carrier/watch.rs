@@ -74,7 +74,9 @@ pub(super) async fn run(channel: Channel, args: WatchArgs) -> anyhow::Result<()>
 
 fn print(out: &mut impl Write, item: &WatchItem, as_json: bool) -> anyhow::Result<()> {
     let line = match (item, as_json) {
-        (WatchItem::Event(e), true) => json!({"kind": "event", "event": json::event(e)}).to_string(),
+        (WatchItem::Event(e), true) => {
+            json!({"kind": "event", "event": json::event(e)}).to_string()
+        }
         (WatchItem::Event(e), false) => {
             let event = json::event(e);
             let n = &event["number"];
@@ -101,7 +103,10 @@ fn print(out: &mut impl Write, item: &WatchItem, as_json: bool) -> anyhow::Resul
             line.to_string()
         }
         (WatchItem::SnapshotStart { cause }, false) => {
-            format!("-- snapshot ({}): the current numbers follow", cause_name(cause))
+            format!(
+                "-- snapshot ({}): the current numbers follow",
+                cause_name(cause)
+            )
         }
         (WatchItem::SnapshotComplete { revision }, true) => {
             json!({"kind": "snapshot_complete", "revision": revision}).to_string()
