@@ -360,7 +360,12 @@ async fn a_killed_follower_resumes_from_its_committed_cursor() {
         .status()
         .unwrap();
     assert!(term.success());
-    assert!(follower.wait().unwrap().success());
+    // Waited for off the runtime's thread: the server under test runs on it.
+    let exit = tokio::task::spawn_blocking(move || follower.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success());
 
     let lines = written(&out);
     // The second run started right after the committed cursor.
@@ -510,4 +515,84 @@ async fn retry_info_is_honoured_and_permanent_errors_are_not_retried() {
         Some(Code::PermissionDenied)
     );
     assert_eq!(watcher.reconnects(), 0);
+}
+
+/// `opconnect carrier` with a file it cannot read or an endpoint that is not https: one line
+/// on standard error naming the problem, exit code 2.
+#[test]
+fn carrier_bad_configuration_is_one_line_and_exit_code_2() {
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let cert = format!("--cert={}", certs.join("carrier-contoso.pem").display());
+    let key = format!("--key={}", certs.join("carrier-contoso.key").display());
+    let ca = format!("--ca={}", certs.join("ca.pem").display());
+    for (args, expected) in [
+        (
+            vec!["carrier", "--cert=/nonexistent/c.pem", &key, &ca, "records"],
+            "/nonexistent/c.pem",
+        ),
+        (
+            vec![
+                "carrier",
+                "--endpoint=http://localhost:1",
+                &cert,
+                &key,
+                &ca,
+                "records",
+            ],
+            "https://",
+        ),
+    ] {
+        let (code, stderr) = run_opconnect(&args);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+/// `opconnect carrier upload` prints the summary as a table and exits 1 when the server
+/// rejected a record (the valid one is stored).
+#[tokio::test]
+async fn carrier_upload_reports_rejections_with_exit_code_1() {
+    let app = spawn_app().await;
+    app.create_carrier("contoso").await;
+    let flags = carrier_flags(&app, app.dir(), "contoso");
+    let file = app.dir().join("durations.csv");
+    std::fs::write(
+        &file,
+        "call_id,tenant_id,direction,caller_number,callee_number,start_time,duration_seconds\n\
+         c-1,72f988bf-86f1-41af-91ab-2d7cd011db47,outbound,+14255550100,+12065550100,2026-11-01T00:00:00Z,60\n\
+         ,72f988bf-86f1-41af-91ab-2d7cd011db47,outbound,+14255550100,+12065550100,2026-11-01T00:00:00Z,60\n",
+    )
+    .unwrap();
+    // Off the runtime's thread: the server under test runs on it.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_opconnect"))
+            .arg("carrier")
+            .args(&flags)
+            .args(["upload", "--upload-id=cli-1"])
+            .arg(&file)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+    };
+    assert_eq!(row("RECEIVED").as_deref(), Some("2"));
+    assert_eq!(row("ACCEPTED").as_deref(), Some("1"));
+    assert_eq!(row("REJECTED").as_deref(), Some("1"));
+    // The rejection names the file's line 3 and the field.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("3 ") && l.contains("call_id")),
+        "{stdout}"
+    );
 }
