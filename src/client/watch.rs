@@ -309,3 +309,83 @@ fn metadata(status: &Status, key: &str) -> i64 {
         .and_then(|info| info.metadata.get(key).and_then(|v| v.parse().ok()))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(revision: i64, kind: pb::NumberEventType) -> pb::NumberEvent {
+        pb::NumberEvent {
+            revision,
+            r#type: kind as i32,
+            ..Default::default()
+        }
+    }
+
+    fn checkpoint(kind: pb::WatchCheckpointType, revision: i64) -> Option<pb::WatchCheckpoint> {
+        Some(pb::WatchCheckpoint {
+            r#type: kind as i32,
+            revision,
+        })
+    }
+
+    /// Hands out what is queued, as `next` does, with the revision after each item.
+    fn drain(watcher: &mut NumberWatcher) -> Vec<(WatchItem, Option<i64>)> {
+        std::iter::from_fn(|| {
+            let (item, delivered) = watcher.queue.pop_front()?;
+            watcher.delivered = delivered;
+            Some((item, watcher.revision()))
+        })
+        .collect()
+    }
+
+    /// The position follows what was handed out: events move it, a repeated event is dropped,
+    /// progress moves it only forward, and inside a snapshot there is none until it completes.
+    #[tokio::test]
+    async fn the_position_follows_what_was_handed_out() {
+        let channel = tonic::transport::Endpoint::from_static("https://localhost:1").connect_lazy();
+        let mut watcher = NumberWatcher::new(
+            channel,
+            WatchOptions {
+                start: WatchStart::After(4),
+                ..WatchOptions::default()
+            },
+        );
+        assert_eq!(watcher.revision(), Some(4));
+        watcher.absorb(pb::WatchNumbersResponse {
+            events: vec![
+                event(4, pb::NumberEventType::Assigned),
+                event(5, pb::NumberEventType::Assigned),
+                event(6, pb::NumberEventType::Unassigned),
+            ],
+            checkpoint: checkpoint(pb::WatchCheckpointType::Progress, 6),
+        });
+        watcher.absorb(pb::WatchNumbersResponse {
+            events: Vec::new(),
+            checkpoint: checkpoint(pb::WatchCheckpointType::Progress, 9),
+        });
+        let revisions: Vec<Option<i64>> = drain(&mut watcher).into_iter().map(|(_, r)| r).collect();
+        assert_eq!(revisions, [Some(5), Some(6), Some(9)]);
+
+        // A re-snapshot after compaction: no position until it completes.
+        watcher.position = Position::InSnapshot;
+        watcher.queue.push_back((
+            WatchItem::SnapshotStart {
+                cause: SnapshotCause::Interrupted,
+            },
+            None,
+        ));
+        watcher.absorb(pb::WatchNumbersResponse {
+            events: vec![
+                event(3, pb::NumberEventType::Snapshot),
+                event(12, pb::NumberEventType::Snapshot),
+            ],
+            checkpoint: checkpoint(pb::WatchCheckpointType::SnapshotComplete, 14),
+        });
+        let handed: Vec<(WatchItem, Option<i64>)> = drain(&mut watcher);
+        let revisions: Vec<Option<i64>> = handed.iter().map(|(_, r)| *r).collect();
+        assert_eq!(revisions, [None, None, None, Some(14)]);
+        assert_eq!(handed[3].0, WatchItem::SnapshotComplete { revision: 14 });
+        assert_eq!(watcher.position, Position::After(14));
+    }
+}
