@@ -210,6 +210,114 @@ fn fresh_upload_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pb::v1::call_duration_service_server::{
+        CallDurationService, CallDurationServiceServer,
+    };
+    use std::sync::atomic::AtomicU32;
+    use tonic::{Request, Response, Streaming};
+
+    /// A gateway stand-in whose uploads complete but whose answer is lost (`report` says how),
+    /// and whose `GetUpload` knows every completed upload.
+    struct LostAnswers {
+        report: fn() -> Status,
+        reports: Arc<AtomicU32>,
+    }
+
+    #[tonic::async_trait]
+    impl CallDurationService for LostAnswers {
+        async fn report_call_durations(
+            &self,
+            request: Request<Streaming<pb::ReportCallDurationsRequest>>,
+        ) -> Result<Response<pb::ReportCallDurationsResponse>, Status> {
+            let mut stream = request.into_inner();
+            while stream.message().await?.is_some() {}
+            self.reports.fetch_add(1, Ordering::SeqCst);
+            Err((self.report)())
+        }
+
+        async fn get_upload(
+            &self,
+            request: Request<pb::GetUploadRequest>,
+        ) -> Result<Response<pb::GetUploadResponse>, Status> {
+            Ok(Response::new(pb::GetUploadResponse {
+                summary: Some(pb::UploadSummary {
+                    upload_id: request.into_inner().upload_id,
+                    received: 3,
+                    accepted: 3,
+                    ..Default::default()
+                }),
+            }))
+        }
+
+        type ListDiscrepanciesStream =
+            futures::stream::Empty<Result<pb::ListDiscrepanciesResponse, Status>>;
+
+        async fn list_discrepancies(
+            &self,
+            _: Request<pb::ListDiscrepanciesRequest>,
+        ) -> Result<Response<Self::ListDiscrepanciesStream>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    /// Serves `report` on a local port; returns a channel to it and the count of uploads.
+    async fn lost_answers(report: fn() -> Status) -> (Channel, Arc<AtomicU32>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reports = Arc::new(AtomicU32::new(0));
+        let service = CallDurationServiceServer::new(LostAnswers {
+            report,
+            reports: reports.clone(),
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        (channel, reports)
+    }
+
+    fn quick() -> UploadOptions {
+        UploadOptions {
+            upload_id: Some("u-1".into()),
+            records_per_message: 2,
+            backoff: BackoffPolicy {
+                initial: std::time::Duration::from_millis(1),
+                max: std::time::Duration::from_millis(5),
+                max_attempts: Some(3),
+            },
+        }
+    }
+
+    /// An upload whose answer was lost to a broken connection is not sent again: the summary
+    /// stored under its id is the answer.
+    #[tokio::test]
+    async fn a_lost_answer_is_found_under_the_upload_id() {
+        let (channel, reports) = lost_answers(|| Status::unavailable("connection reset")).await;
+        let mut uploader = DurationUploader::new(channel, quick());
+        let records = vec![pb::CallDuration::default(); 3];
+        let summary = uploader.upload(records).await.unwrap();
+        assert_eq!(summary.upload_id, "u-1");
+        assert_eq!(summary.accepted, 3);
+        assert_eq!(reports.load(Ordering::SeqCst), 1);
+        assert_eq!(uploader.attempts(), 1);
+    }
+
+    /// A refusal that waiting cannot fix is returned at once, without a lookup or a resend.
+    #[tokio::test]
+    async fn a_refusal_is_not_retried() {
+        let (channel, reports) = lost_answers(|| Status::invalid_argument("bad upload_id")).await;
+        let mut uploader = DurationUploader::new(channel, quick());
+        let error = uploader.upload(Vec::new()).await.unwrap_err();
+        assert_eq!(
+            error.status().map(Status::code),
+            Some(Code::InvalidArgument)
+        );
+        assert_eq!(reports.load(Ordering::SeqCst), 1);
+    }
 
     /// Records are grouped by `per_message`; the id rides on the first message only, and an
     /// empty upload is still one message (so the summary is stored under its id).
