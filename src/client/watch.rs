@@ -388,4 +388,124 @@ mod tests {
         assert_eq!(handed[3].0, WatchItem::SnapshotComplete { revision: 14 });
         assert_eq!(watcher.position, Position::After(14));
     }
+
+    mod stand_in {
+        //! A gateway stand-in whose first snapshot breaks after one number.
+        use std::pin::Pin;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        use futures::{Stream, StreamExt};
+        use tonic::{Request, Response, Status};
+
+        use super::event;
+        use crate::pb::v1 as pb;
+        use crate::pb::v1::assignment_service_server::AssignmentService;
+
+        pub(super) struct BrokenSnapshot {
+            pub(super) watches: Arc<AtomicU32>,
+        }
+
+        type Watch = Pin<Box<dyn Stream<Item = Result<pb::WatchNumbersResponse, Status>> + Send>>;
+
+        #[tonic::async_trait]
+        impl AssignmentService for BrokenSnapshot {
+            async fn list_numbers(
+                &self,
+                _: Request<pb::ListNumbersRequest>,
+            ) -> Result<Response<pb::ListNumbersResponse>, Status> {
+                Err(Status::unimplemented("not in this test"))
+            }
+
+            async fn get_number(
+                &self,
+                _: Request<pb::GetNumberRequest>,
+            ) -> Result<Response<pb::GetNumberResponse>, Status> {
+                Err(Status::unimplemented("not in this test"))
+            }
+
+            type WatchNumbersStream = Watch;
+
+            async fn watch_numbers(
+                &self,
+                request: Request<pb::WatchNumbersRequest>,
+            ) -> Result<Response<Watch>, Status> {
+                assert!(request.into_inner().include_snapshot);
+                let first = self.watches.fetch_add(1, Ordering::SeqCst) == 0;
+                let one = pb::WatchNumbersResponse {
+                    events: vec![event(3, pb::NumberEventType::Snapshot)],
+                    checkpoint: None,
+                };
+                let stream: Watch = if first {
+                    Box::pin(futures::stream::iter([
+                        Ok(one),
+                        Err(Status::unavailable("connection reset")),
+                    ]))
+                } else {
+                    let rest = pb::WatchNumbersResponse {
+                        events: vec![event(7, pb::NumberEventType::Snapshot)],
+                        checkpoint: super::checkpoint(pb::WatchCheckpointType::SnapshotComplete, 9),
+                    };
+                    Box::pin(
+                        futures::stream::iter([Ok(one), Ok(rest)])
+                            .chain(futures::stream::pending()),
+                    )
+                };
+                Ok(Response::new(stream))
+            }
+        }
+    }
+
+    /// A snapshot that breaks half-way starts over, marked `Interrupted`: the caller drops
+    /// what it had and gets the whole snapshot again, then its completion.
+    #[tokio::test]
+    async fn a_broken_snapshot_starts_over_marked() {
+        use crate::pb::v1::assignment_service_server::AssignmentServiceServer;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let watches = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let service = AssignmentServiceServer::new(stand_in::BrokenSnapshot {
+            watches: watches.clone(),
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let mut watcher = NumberWatcher::new(
+            channel,
+            WatchOptions {
+                start: WatchStart::Snapshot,
+                backoff: BackoffPolicy {
+                    initial: Duration::from_millis(1),
+                    max: Duration::from_millis(5),
+                    max_attempts: None,
+                },
+                ..WatchOptions::default()
+            },
+        );
+        let mut items = Vec::new();
+        while !matches!(items.last(), Some(WatchItem::SnapshotComplete { .. })) {
+            items.push(watcher.next().await.unwrap());
+        }
+        let start = |cause| WatchItem::SnapshotStart { cause };
+        let snap = |r| WatchItem::Event(Box::new(event(r, pb::NumberEventType::Snapshot)));
+        assert_eq!(
+            items,
+            [
+                start(SnapshotCause::Requested),
+                snap(3),
+                start(SnapshotCause::Interrupted),
+                snap(3),
+                snap(7),
+                WatchItem::SnapshotComplete { revision: 9 },
+            ]
+        );
+        assert_eq!(watcher.revision(), Some(9));
+        assert_eq!(watcher.reconnects(), 1);
+        assert_eq!(watches.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 }
