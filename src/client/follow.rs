@@ -45,6 +45,7 @@ impl RecordKind {
 /// Options of a [`RecordFollower`].
 #[derive(Debug, Clone)]
 pub struct FollowOptions {
+    /// Call or quality records.
     pub kind: RecordKind,
     /// Start after this cursor; `None`: after the carrier's committed cursor (or the oldest
     /// record when none is committed).
@@ -57,6 +58,7 @@ pub struct FollowOptions {
     pub commit_every_records: u64,
     /// Commit handled records at least this often.
     pub commit_interval: Duration,
+    /// Waits between attempts after a break; by default it never gives up.
     pub backoff: BackoffPolicy,
 }
 
@@ -78,11 +80,14 @@ impl FollowOptions {
 /// Records of one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Records {
+    /// From `StreamCallRecords`.
     Call(Vec<pb::CallRecord>),
+    /// From `StreamQualityRecords`.
     Quality(Vec<pb::QualityRecord>),
 }
 
 impl Records {
+    /// How many records.
     pub fn len(&self) -> usize {
         match self {
             Self::Call(r) => r.len(),
@@ -90,6 +95,7 @@ impl Records {
         }
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -98,6 +104,7 @@ impl Records {
 /// One batch handed to the caller.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordBatch {
+    /// The records, each with its cursor.
     pub records: Records,
     /// Where the stream resumes after this batch.
     pub next_cursor: i64,

@@ -82,6 +82,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// A backoff with no failures yet.
     pub fn new(policy: BackoffPolicy) -> Self {
         Self {
             policy,

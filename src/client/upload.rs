@@ -56,6 +56,7 @@ pub struct DurationUploader {
 }
 
 impl DurationUploader {
+    /// An uploader over `channel`; one uploader is one upload id, sent until it completes.
     pub fn new(channel: Channel, options: UploadOptions) -> Self {
         Self {
             client: CallDurationServiceClient::new(channel),

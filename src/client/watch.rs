@@ -34,11 +34,13 @@ pub enum WatchStart {
 /// Options of a [`NumberWatcher`].
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
+    /// Where to start.
     pub start: WatchStart,
     /// Only numbers of this tenant; empty: all of the carrier's numbers.
     pub tenant_id: String,
     /// How often an idle stream reports its revision; `None`: the server's default.
     pub progress_interval: Option<Duration>,
+    /// Waits between attempts after a break; by default it never gives up.
     pub backoff: BackoffPolicy,
 }
 
@@ -61,7 +63,9 @@ pub enum SnapshotCause {
     /// The events after `after_revision` were purged from the server's log (the oldest kept
     /// is `oldest_revision`): a re-snapshot replaces them.
     Compacted {
+        /// The revision the watcher had reached.
         after_revision: i64,
+        /// The oldest revision the server still keeps.
         oldest_revision: i64,
     },
     /// The stream broke during a snapshot: it starts over.

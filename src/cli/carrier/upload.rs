@@ -1,6 +1,10 @@
 //! `opconnect carrier upload FILE`: call durations from a CSV or JSON Lines file, through
 //! [`crate::client::DurationUploader`] (batched, under an upload id, retried safely), with a
 //! progress bar on a terminal and the summary as a table.
+//!
+//! The file is read and checked before anything is sent, and kept in memory for a resend
+//! (about 200 bytes a record: 5 million records, the server's bound per upload, take about
+//! 1 GB). Bad lines are reported and not sent; `--strict` stops at the first.
 
 use std::io::Write;
 use std::path::PathBuf;
