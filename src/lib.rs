@@ -7,11 +7,14 @@
 //! caller), `domain` (validated types and pure rules), `store` (sea-orm persistence), `feed`
 //! (change notification), `wire` (protobuf ↔ domain, for the api and the stored encoding),
 //! `api` (gRPC services), `error` (errors → `Status`), `rpc_log` (the per-RPC log line).
+//! Carriers' own collectors use `client`: a resuming watcher, a committing record follower and
+//! a safe duration uploader over mutual TLS.
 #![forbid(unsafe_code)]
 
 mod api;
 mod audit;
 pub mod cli;
+pub mod client;
 pub mod config;
 mod domain;
 mod error;

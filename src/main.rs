@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use opconnect::cli::{Cli, Command, admin, certs, serve};
+use opconnect::cli::{Cli, Command, admin, carrier, certs, serve};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -13,13 +13,14 @@ async fn main() -> ExitCode {
         Command::Serve(flags) => serve::run(*flags).await,
         Command::Certs(args) => certs::run(args),
         Command::Admin(args) => admin::run(args).await,
+        Command::Carrier(args) => carrier::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line, the cause chain included; never a backtrace.
             eprintln!("opconnect: {err:#}");
-            if err.is::<admin::PartialImport>() {
+            if err.is::<admin::PartialImport>() || err.is::<carrier::RecordsRejected>() {
                 ExitCode::from(1)
             } else {
                 ExitCode::from(2)

@@ -1,10 +1,9 @@
 //! `opconnect admin`: the operations team's client for `PlatformService`, over mutual TLS with
 //! a platform certificate.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 mod audit;
 mod json;
@@ -12,6 +11,7 @@ mod retention;
 mod tenant;
 
 use super::status::explain;
+use crate::client::ClientTls;
 use crate::domain::calendar::{civil_from_days, days_from_civil};
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_client::PlatformServiceClient;
@@ -188,7 +188,7 @@ fn day_start(date: &str) -> anyhow::Result<i64> {
 }
 
 /// A `[from, to]` day range as protobuf timestamps `[from 00:00, to+1 00:00)`.
-fn day_range(
+pub(super) fn day_range(
     from: &str,
     to: &str,
 ) -> anyhow::Result<(prost_types::Timestamp, prost_types::Timestamp)> {
@@ -215,14 +215,14 @@ fn utc_date(ts: Option<&prost_types::Timestamp>) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn seconds(d: Option<&prost_types::Duration>) -> String {
+pub(super) fn seconds(d: Option<&prost_types::Duration>) -> String {
     d.map_or_else(
         || "-".into(),
         |d| format!("{:.3}", d.seconds as f64 + f64::from(d.nanos) / 1e9),
     )
 }
 
-fn class_name(raw: i32) -> String {
+pub(super) fn class_name(raw: i32) -> String {
     pb::ReconciliationClass::try_from(raw)
         .map(|c| {
             c.as_str_name()
@@ -232,24 +232,10 @@ fn class_name(raw: i32) -> String {
         .unwrap_or_else(|_| raw.to_string())
 }
 
-fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
 /// A mutual-TLS channel to the gateway with the platform identity of `args`.
 async fn channel(args: &AdminArgs) -> anyhow::Result<Channel> {
-    crate::server::install_crypto_provider();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&args.ca)?))
-        .identity(Identity::from_pem(read(&args.cert)?, read(&args.key)?));
-    let channel = Channel::from_shared(args.endpoint.clone())
-        .context("bad --endpoint")?
-        .tls_config(tls)
-        .context("TLS configuration")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", args.endpoint))?;
-    Ok(channel)
+    let tls = ClientTls::from_files(&args.ca, &args.cert, &args.key)?;
+    Ok(crate::client::connect(&args.endpoint, &tls).await?)
 }
 
 fn print_number(n: &pb::TelephoneNumber) {

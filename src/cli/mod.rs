@@ -1,6 +1,7 @@
-//! Command-line entry points: `serve`, `certs`, `admin`.
+//! Command-line entry points: `serve`, `certs`, `admin`, `carrier`.
 
 pub mod admin;
+pub mod carrier;
 pub mod certs;
 pub mod gateway_status;
 pub mod import;
@@ -27,4 +28,6 @@ pub enum Command {
     Certs(certs::CertsArgs),
     /// The operations team's client for PlatformService.
     Admin(admin::AdminArgs),
+    /// The carrier's client: watch numbers, follow records, upload durations.
+    Carrier(carrier::CarrierArgs),
 }

@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use opconnect::client::ClientTls;
 use opconnect::config::{LogFormat, Settings};
 use opconnect::pb::v1 as pb;
 use opconnect::pb::v1::assignment_service_client::AssignmentServiceClient;
@@ -15,7 +16,7 @@ use opconnect::retention::{DataClass, RetentionPolicy};
 use opconnect::server::App;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -38,6 +39,8 @@ pub struct TestApp {
     pub health_addr: Option<std::net::SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), opconnect::server::ServerError>>>,
+    /// What the server was started with, so that [`TestApp::restart`] can start it again.
+    settings: Settings,
 }
 
 /// Files of a fresh PKI in `dir`: CA and server certificate for localhost / 127.0.0.1.
@@ -122,7 +125,7 @@ async fn start_app(
         opconnect::telemetry::init(LogFormat::Text);
     }
     let database_url = settings.database_url.clone();
-    let served = serve(settings).await;
+    let served = serve(settings.clone()).await;
     TestApp {
         addr: served.addr,
         ca,
@@ -133,25 +136,23 @@ async fn start_app(
         health_addr: served.health_addr,
         shutdown: served.shutdown,
         handle: served.handle,
+        settings,
     }
 }
 
-/// Connects to `addr` presenting `client` (or no certificate), trusting `ca_pem`.
+/// Connects to `addr` presenting `client` (or no certificate), trusting `ca_pem`, through
+/// the carrier client's own channel construction.
 pub async fn channel_to(
     addr: std::net::SocketAddr,
     ca_pem: &str,
     client: Option<&Issued>,
 ) -> Result<Channel, tonic::transport::Error> {
-    opconnect::server::install_crypto_provider();
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name("localhost");
+    let mut tls = ClientTls::new(ca_pem).server_name("localhost");
     if let Some(c) = client {
-        tls = tls.identity(Identity::from_pem(&c.cert_pem, &c.key_pem));
+        tls = tls.identity(c.cert_pem.clone(), c.key_pem.clone());
     }
-    Channel::from_shared(format!("https://{addr}"))
-        .expect("uri")
-        .tls_config(tls)?
+    opconnect::client::endpoint(&format!("https://{addr}"), &tls)
+        .expect("endpoint")
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
@@ -1022,9 +1023,13 @@ impl TestApp {
         addr: std::net::SocketAddr,
         database_url: &str,
     ) -> Self {
+        let mut settings = test_settings(dir.path());
+        settings.listen = addr;
+        settings.database_url = database_url.to_owned();
         TestApp {
             addr,
             ca,
+            settings,
             _dir: dir,
             database_url: database_url.to_owned(),
             metrics: Default::default(),
@@ -1046,5 +1051,33 @@ where
     while !condition().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// === restarts ===
+
+impl TestApp {
+    /// Stops the server (gracefully) and starts it again on the same address, database and
+    /// certificates: a restart as clients see it.
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("server result");
+        }
+        self.settings.listen = self.addr;
+        let served = serve(self.settings.clone()).await;
+        assert_eq!(served.addr, self.addr, "restarted on another address");
+        self.metrics = served.metrics;
+        self.shutdown = served.shutdown;
+        self.handle = served.handle;
+    }
+
+    /// The client TLS material of `client` for this server.
+    pub fn client_tls(&self, client: &Issued) -> ClientTls {
+        ClientTls::new(self.ca.cert_pem())
+            .server_name("localhost")
+            .identity(client.cert_pem.clone(), client.key_pem.clone())
     }
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod admin_privacy;
 mod audit;
+mod client;
 mod collation;
 mod contention;
 mod durations;

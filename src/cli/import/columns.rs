@@ -70,7 +70,7 @@ pub(crate) trait RecordKind {
 pub(crate) struct CallRecords;
 
 /// Call directions: `inbound`, `outbound`.
-static CALL_DIRECTION: Enumeration = Enumeration {
+pub(crate) static CALL_DIRECTION: Enumeration = Enumeration {
     prefix: "CALL_DIRECTION_",
     valid: "inbound or outbound",
     from_name: |name| pb::CallDirection::from_str_name(name).map(i32::from),

@@ -15,13 +15,13 @@
 //! parses values, `pipeline` streams batches into the call, `report` and `progress` show what
 //! happened, `help` documents the format.
 
-mod cells;
-mod columns;
+pub(crate) mod cells;
+pub(crate) mod columns;
 mod help;
-mod input;
+pub(crate) mod input;
 mod pipeline;
-mod progress;
-mod readers;
+pub(crate) mod progress;
+pub(crate) mod readers;
 mod report;
 
 use std::path::PathBuf;
