@@ -79,13 +79,27 @@ impl Scale {
         }
     }
 
-    /// The scale `OPCONNECT_BENCH_QUICK` asks for (set and not `0`: quick).
+    /// The scale `OPCONNECT_BENCH_QUICK` asks for (set and not `0`: quick), with the unary
+    /// measurement's length from `OPCONNECT_BENCH_UNARY_SECS` when set (for profiles).
     pub fn from_env() -> Self {
-        match std::env::var("OPCONNECT_BENCH_QUICK") {
+        let scale = match std::env::var("OPCONNECT_BENCH_QUICK") {
             Ok(v) if !v.is_empty() && v != "0" => Self::quick(),
             _ => Self::full(),
+        };
+        match std::env::var("OPCONNECT_BENCH_UNARY_SECS").map(|v| v.parse::<f64>()) {
+            Ok(Ok(secs)) if secs > 0.0 => Self {
+                unary_time: Duration::from_secs_f64(secs),
+                ..scale
+            },
+            _ => scale,
         }
     }
+}
+
+/// Whether `OPCONNECT_BENCH_ONLY=unary` asks for the unary measurement alone (a short run to
+/// profile the per-call path).
+pub fn unary_only() -> bool {
+    std::env::var("OPCONNECT_BENCH_ONLY").is_ok_and(|v| v == "unary")
 }
 
 /// The `p`th percentile (0-100) of ascending `sorted` samples, by nearest rank; 0 when empty.

@@ -20,6 +20,7 @@ mod durations;
 mod entities;
 mod failure;
 mod logs;
+mod lookup;
 pub mod migration;
 mod numbers;
 mod record_kinds;
