@@ -29,6 +29,7 @@ async fn main() -> Result<()> {
         return child::serve(&kind).await;
     }
     let scale = Scale::from_env();
+    support::install_log_sink()?;
     let started = Instant::now();
     let pki = Pki::generate()?;
     let databases = Databases::from_env()?;
@@ -149,11 +150,13 @@ async fn measure_unary(
     let calls = measure::get_number_calls(&channels, scale).await?;
     f.unary_qps = per_second(calls.count, calls.elapsed);
     f.unary_p99_ms = percentile(&calls.latencies_ms, 99.0);
+    f.unary_cpu_us = calls.cpu_us_per_call;
     drop(channels);
     let channels = setup::channels(echo.addr, pki, &pki.carrier, scale.unary_channels).await?;
     let calls = measure::health_check_calls(&channels, scale).await?;
     f.unary_baseline_qps = per_second(calls.count, calls.elapsed);
     f.unary_baseline_p99_ms = percentile(&calls.latencies_ms, 99.0);
+    f.unary_baseline_cpu_us = calls.cpu_us_per_call;
     drop(channels);
     Ok(())
 }
