@@ -266,8 +266,7 @@ impl Store {
 
     /// The carrier that owns `number`, if the number exists.
     pub async fn number_owner(&self, number: &E164) -> Result<Option<Carrier>, StoreError> {
-        let Some(row) = by_key(number::Entity::find_by_id(number.as_str()), &self.db).await?
-        else {
+        let Some(row) = by_key(number::Entity::find_by_id(number.as_str()), &self.db).await? else {
             return Ok(None);
         };
         self.carrier(&row.carrier_id).await
