@@ -33,6 +33,7 @@ async fn main() -> Result<()> {
         return child::serve(&kind).await;
     }
     let scale = Scale::from_env();
+    support::install_log_sink()?;
     let started = Instant::now();
     let pki = Pki::generate()?;
     let databases = Databases::from_env()?;
@@ -70,6 +71,12 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
         measure::fanout_numbers(scale),
     )
     .await?;
+    if support::unary_only() {
+        measure_unary(&gateway, &echo, pki, scale, &mut f, t).await?;
+        gateway.stop().await?;
+        echo.stop().await?;
+        return Ok(f);
+    }
 
     step("ingest: gateway, then the baseline", t);
     let records = setup::carrier_call_records(scale.records);
@@ -104,20 +111,7 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
     f.stream_baseline_records_per_s = per_second(rows, took);
     gateway.streams_ended().await?;
 
-    step(
-        "unary: GetNumber on the gateway, then Health/Check on bare tonic",
-        t,
-    );
-    let channels = setup::channels(gateway.addr, pki, &pki.carrier, scale.unary_channels).await?;
-    let calls = measure::get_number_calls(&channels, scale).await?;
-    f.unary_qps = per_second(calls.count, calls.elapsed);
-    f.unary_p99_ms = percentile(&calls.latencies_ms, 99.0);
-    drop(channels);
-    let channels = setup::channels(echo.addr, pki, &pki.carrier, scale.unary_channels).await?;
-    let calls = measure::health_check_calls(&channels, scale).await?;
-    f.unary_baseline_qps = per_second(calls.count, calls.elapsed);
-    f.unary_baseline_p99_ms = percentile(&calls.latencies_ms, 99.0);
-    drop(channels);
+    measure_unary(&gateway, &echo, pki, scale, &mut f, t).await?;
 
     step("fan-out: AssignNumber without, then with watchers", t);
     let fanout = measure::fanout(&gateway, pki, scale).await?;
@@ -142,4 +136,33 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
     (f.idle_bare_stream_bytes, f.idle_bare_stream_heap_bytes) = (bare.resident, bare.heap);
     step("measured", t);
     Ok(f)
+}
+
+/// `GetNumber` on the gateway, then the bare tonic echo, each over `scale.unary_channels`
+/// connections.
+async fn measure_unary(
+    gateway: &Gateway,
+    echo: &Echo,
+    pki: &Pki,
+    scale: &Scale,
+    f: &mut Figures,
+    t: Instant,
+) -> Result<()> {
+    step(
+        "unary: GetNumber on the gateway, then Health/Check on bare tonic",
+        t,
+    );
+    let channels = setup::channels(gateway.addr, pki, &pki.carrier, scale.unary_channels).await?;
+    let calls = measure::get_number_calls(&channels, scale).await?;
+    f.unary_qps = per_second(calls.count, calls.elapsed);
+    f.unary_p99_ms = percentile(&calls.latencies_ms, 99.0);
+    f.unary_cpu_us = calls.cpu_us_per_call;
+    drop(channels);
+    let channels = setup::channels(echo.addr, pki, &pki.carrier, scale.unary_channels).await?;
+    let calls = measure::health_check_calls(&channels, scale).await?;
+    f.unary_baseline_qps = per_second(calls.count, calls.elapsed);
+    f.unary_baseline_p99_ms = percentile(&calls.latencies_ms, 99.0);
+    f.unary_baseline_cpu_us = calls.cpu_us_per_call;
+    drop(channels);
+    Ok(())
 }

@@ -1,4 +1,5 @@
-//! Who is calling: the SPIFFE identity in the client certificate, read once per request by
+//! Who is calling: the SPIFFE identity in the client certificate, read once per connection (the
+//! first request parses it, `PeerInfo` keeps it) and checked on every request by
 //! [`IdentityLayer`], which also gives the request its id and opens its tracing span.
 //!
 //! The TLS handshake (`server::tls`) already proved the certificate was signed by the client
@@ -12,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use rustls::pki_types::CertificateDer;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -112,12 +112,12 @@ fn caller_from_spiffe_id(uri: &str, trust_domain: &str) -> Result<Caller, String
     }
 }
 
-/// The client certificate of the connection a request came on.
-fn peer_leaf<B>(req: &http::Request<B>) -> Option<CertificateDer<'static>> {
-    req.extensions()
-        .get::<PeerInfo>()
-        .and_then(PeerInfo::leaf_certificate)
-        .cloned()
+/// The caller the client certificate of the connection a request came on names.
+fn peer_caller<B>(req: &http::Request<B>, trust_domain: &str) -> Result<Caller, String> {
+    match req.extensions().get::<PeerInfo>() {
+        Some(peer) => peer.caller(trust_domain),
+        None => Err("no client certificate".to_owned()),
+    }
 }
 
 /// The address of the client a request came from, for log lines.
@@ -195,11 +195,7 @@ where
         let started = Instant::now();
         let request_id = RequestId::of(&req);
         let method = req.uri().path().to_owned();
-        let caller = match peer_leaf(&req) {
-            Some(leaf) => caller_from_certificate(&leaf, &self.trust_domain),
-            None => Err("no client certificate".to_owned()),
-        };
-        let caller = match caller {
+        let caller = match peer_caller(&req, &self.trust_domain) {
             Ok(caller) => caller,
             Err(why) => {
                 let peer = peer_addr(&req).map(|addr| addr.to_string());

@@ -253,14 +253,25 @@ pub struct StreamMetrics {
     buffered_bytes: AtomicI64,
     peak_buffered_bytes: AtomicI64,
     records_ingested: AtomicU64,
-    pub(crate) families: Families,
+    /// `None` when nothing can scrape them (no `--metrics-listen`): the hot paths then skip
+    /// the families' lookups and label allocations. The counters above are kept either way.
+    families: Option<Families>,
     registry: Registry,
 }
 
 impl Default for StreamMetrics {
+    /// Accounting with the Prometheus families recorded.
     fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+impl StreamMetrics {
+    /// The server's accounting; the Prometheus families are recorded only when `families`
+    /// (the server has a scrape listener).
+    pub fn new(families: bool) -> Self {
         let mut registry = Registry::with_prefix("opconnect");
-        let families = Families::new(&mut registry);
+        let families = families.then(|| Families::new(&mut registry));
         Self {
             open_streams: AtomicI64::default(),
             buffered_bytes: AtomicI64::default(),
@@ -270,9 +281,7 @@ impl Default for StreamMetrics {
             registry,
         }
     }
-}
 
-impl StreamMetrics {
     /// Streams currently open.
     pub fn open_streams(&self) -> i64 {
         self.open_streams.load(Ordering::Relaxed)
@@ -310,7 +319,9 @@ impl StreamMetrics {
             kind,
             carrier: carrier.to_owned(),
         };
-        self.families.open_streams.get_or_create(&labels).inc();
+        if let Some(f) = &self.families {
+            f.open_streams.get_or_create(&labels).inc();
+        }
         OpenStream {
             metrics: self.clone(),
             labels,
@@ -320,18 +331,23 @@ impl StreamMetrics {
     /// Counts one read of a following stream of `kind` served from `source` (one of
     /// [`TAIL_READ_SOURCES`]).
     pub(crate) fn tail_read(&self, kind: &'static str, source: &'static str) {
-        self.families
-            .tail_reads
-            .get_or_create(&TailReadLabels { kind, source })
-            .inc();
+        if let Some(families) = &self.families {
+            families
+                .tail_reads
+                .get_or_create(&TailReadLabels { kind, source })
+                .inc();
+        }
     }
 
-    /// Reads of following streams of `kind` served from `source` so far.
+    /// Reads of following streams of `kind` served from `source` so far (0 when metrics are
+    /// not recorded).
     pub fn tail_reads(&self, kind: &'static str, source: &'static str) -> u64 {
-        self.families
-            .tail_reads
-            .get_or_create(&TailReadLabels { kind, source })
-            .get()
+        self.families.as_ref().map_or(0, |families| {
+            families
+                .tail_reads
+                .get_or_create(&TailReadLabels { kind, source })
+                .get()
+        })
     }
 
     pub(crate) fn buffered(&self, bytes: i64) {
@@ -346,36 +362,29 @@ impl StreamMetrics {
     /// Counts the outcome of one committed batch of `kind`.
     pub(crate) fn ingested(&self, kind: &'static str, accepted: u64, rejected: u64) {
         self.records_ingested.fetch_add(accepted, Ordering::Relaxed);
+        let Some(f) = &self.families else { return };
         let labels = KindLabels { kind };
-        self.families
-            .records_ingested
-            .get_or_create(&labels)
-            .inc_by(accepted);
-        self.families
-            .records_rejected
-            .get_or_create(&labels)
-            .inc_by(rejected);
+        f.records_ingested.get_or_create(&labels).inc_by(accepted);
+        f.records_rejected.get_or_create(&labels).inc_by(rejected);
     }
 
     /// Counts records refused before any commit (invalid fields).
     pub(crate) fn rejected(&self, kind: &'static str, records: u64) {
-        self.families
-            .records_rejected
-            .get_or_create(&KindLabels { kind })
-            .inc_by(records);
+        if let Some(f) = &self.families {
+            f.records_rejected
+                .get_or_create(&KindLabels { kind })
+                .inc_by(records);
+        }
     }
 
     /// Counts records (or events) of `kind` handed to a carrier's stream, sent `lag` behind
     /// the newest.
     pub(crate) fn delivered(&self, kind: &'static str, records: u64, lag: Option<i64>) {
+        let Some(f) = &self.families else { return };
         let labels = KindLabels { kind };
-        self.families
-            .records_delivered
-            .get_or_create(&labels)
-            .inc_by(records);
+        f.records_delivered.get_or_create(&labels).inc_by(records);
         if let Some(lag) = lag {
-            self.families
-                .stream_lag
+            f.stream_lag
                 .get_or_create(&labels)
                 .observe(lag.max(0) as f64);
         }
@@ -383,45 +392,50 @@ impl StreamMetrics {
 
     /// Counts a refusal by a limit.
     pub(crate) fn limited(&self, reason: &'static str) {
-        self.families
-            .limit_rejections
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
+        if let Some(f) = &self.families {
+            f.limit_rejections
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
     }
 
     /// Counts a failed TLS handshake.
     pub(crate) fn handshake_failed(&self, reason: &'static str) {
-        self.families
-            .tls_handshake_failures
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
+        if let Some(f) = &self.families {
+            f.tls_handshake_failures
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
     }
 
     /// Counts a TLS reload and its outcome (`ok` or `refused`).
     pub(crate) fn tls_reloaded(&self, outcome: &'static str) {
-        self.families
-            .tls_reloads
-            .get_or_create(&ReasonLabels { reason: outcome })
-            .inc();
+        if let Some(f) = &self.families {
+            f.tls_reloads
+                .get_or_create(&ReasonLabels { reason: outcome })
+                .inc();
+        }
     }
 
     /// Records when the served certificate expires.
     pub(crate) fn certificate_expires(&self, unix_seconds: i64) {
-        self.families.certificate_expiry.set(unix_seconds);
+        if let Some(f) = &self.families {
+            f.certificate_expiry.set(unix_seconds);
+        }
     }
 
     /// Records one database statement's time.
     pub(crate) fn db_query(&self, elapsed: Duration) {
-        self.families
-            .db_query_duration
-            .observe(elapsed.as_secs_f64());
+        if let Some(f) = &self.families {
+            f.db_query_duration.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// Records the pool's connections at scrape time.
     pub(crate) fn db_pool(&self, idle: u32, in_use: u32) {
+        let Some(f) = &self.families else { return };
         let set = |state, value: u32| {
-            self.families
-                .db_pool_connections
+            f.db_pool_connections
                 .get_or_create(&PoolLabels { state })
                 .set(i64::from(value));
         };
@@ -431,24 +445,25 @@ impl StreamMetrics {
 
     /// Counts `n` audit events with `outcome` (`written`, `waited`, `dropped`).
     pub(crate) fn audit(&self, outcome: &'static str, n: u64) {
-        self.families
-            .audit_events
-            .get_or_create(&ReasonLabels { reason: outcome })
-            .inc_by(n);
+        if let Some(families) = &self.families {
+            families
+                .audit_events
+                .get_or_create(&ReasonLabels { reason: outcome })
+                .inc_by(n);
+        }
     }
 
     /// Counts one ended RPC.
     pub(crate) fn rpc(&self, method: &str, code: &str, carrier: &str, elapsed: Duration) {
-        self.families
-            .rpcs
+        let Some(f) = &self.families else { return };
+        f.rpcs
             .get_or_create(&RpcLabels {
                 method: method.to_owned(),
                 code: code.to_owned(),
                 carrier: carrier.to_owned(),
             })
             .inc();
-        self.families
-            .rpc_duration
+        f.rpc_duration
             .get_or_create(&MethodLabels {
                 method: method.to_owned(),
                 code: code.to_owned(),
@@ -467,10 +482,8 @@ pub(crate) struct OpenStream {
 impl Drop for OpenStream {
     fn drop(&mut self) {
         self.metrics.open_streams.fetch_sub(1, Ordering::Relaxed);
-        self.metrics
-            .families
-            .open_streams
-            .get_or_create(&self.labels)
-            .dec();
+        if let Some(f) = &self.metrics.families {
+            f.open_streams.get_or_create(&self.labels).dec();
+        }
     }
 }

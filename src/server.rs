@@ -268,7 +268,8 @@ impl App {
         validate(&settings)?;
         install_crypto_provider();
         let tls = ServerConfigCell::new(tls::server_config(&settings)?);
-        let metrics = Arc::<StreamMetrics>::default();
+        // Nothing could read the Prometheus families without a scrape listener.
+        let metrics = Arc::new(StreamMetrics::new(settings.metrics_listen.is_some()));
         if let Some(expiry) = tls::certificate_expiry(&settings) {
             metrics.certificate_expires(expiry);
         }
@@ -278,7 +279,7 @@ impl App {
                 max_connections: settings.database_max_connections,
                 acquire_timeout: Duration::from_secs(5),
             },
-            Some(metrics.clone()),
+            settings.metrics_listen.map(|_| metrics.clone()),
         )
         .await
         .map_err(|source| ServerError::Store {

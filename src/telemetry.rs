@@ -26,8 +26,9 @@ pub fn init(format: LogFormat) {
     let _ = subscriber(format, filter, std::io::stderr, ansi).try_init();
 }
 
-/// The subscriber `init` installs, writing to `writer`.
-pub(crate) fn subscriber<W>(
+/// The subscriber `init` installs, writing to `writer` (the benchmark measures the per-RPC line
+/// with it).
+pub fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,

@@ -80,13 +80,54 @@ impl Scale {
         }
     }
 
-    /// The scale `OPCONNECT_BENCH_QUICK` asks for (set and not `0`: quick).
+    /// The scale `OPCONNECT_BENCH_QUICK` asks for (set and not `0`: quick), with the unary
+    /// measurement's length from `OPCONNECT_BENCH_UNARY_SECS` when set (for profiles).
     pub fn from_env() -> Self {
-        match std::env::var("OPCONNECT_BENCH_QUICK") {
+        let scale = match std::env::var("OPCONNECT_BENCH_QUICK") {
             Ok(v) if !v.is_empty() && v != "0" => Self::quick(),
             _ => Self::full(),
+        };
+        match std::env::var("OPCONNECT_BENCH_UNARY_SECS").map(|v| v.parse::<f64>()) {
+            Ok(Ok(secs)) if secs > 0.0 => Self {
+                unary_time: Duration::from_secs_f64(secs),
+                ..scale
+            },
+            _ => scale,
         }
     }
+}
+
+/// Whether `OPCONNECT_BENCH_ONLY=unary` asks for the unary measurement alone (a short run to
+/// profile the per-call path).
+pub fn unary_only() -> bool {
+    std::env::var("OPCONNECT_BENCH_ONLY").is_ok_and(|v| v == "unary")
+}
+
+/// Whether the gateway records its Prometheus metrics (it does unless
+/// `OPCONNECT_BENCH_METRICS=off`: then it has no scrape listener, and records none).
+pub fn metrics_on() -> bool {
+    std::env::var("OPCONNECT_BENCH_METRICS").map_or(true, |v| v != "off")
+}
+
+/// With `OPCONNECT_BENCH_LOG=text` or `json`, installs the gateway's own log subscriber (level
+/// info) writing to /dev/null, so that the measurements include the per-RPC log line as a
+/// deployed gateway writes it; unset, nothing is logged (and each line costs nothing).
+pub fn install_log_sink() -> anyhow::Result<()> {
+    use opconnect::config::LogFormat;
+    let format = match std::env::var("OPCONNECT_BENCH_LOG").as_deref() {
+        Ok("text") => LogFormat::Text,
+        Ok("json") => LogFormat::Json,
+        _ => return Ok(()),
+    };
+    let sink = std::sync::Mutex::new(std::fs::File::create("/dev/null")?);
+    let subscriber = opconnect::telemetry::subscriber(
+        format,
+        tracing_subscriber::EnvFilter::new("info"),
+        sink,
+        false,
+    );
+    tracing::subscriber::set_global_default(subscriber)?;
+    Ok(())
 }
 
 /// The `p`th percentile (0-100) of ascending `sorted` samples, by nearest rank; 0 when empty.
@@ -112,6 +153,26 @@ pub fn ms(d: Duration) -> f64 {
 /// Items per second.
 pub fn per_second(items: usize, elapsed: Duration) -> f64 {
     items as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
+}
+
+/// CPU time this process has used so far, all threads, user and system (`utime` + `stime` of
+/// /proc/self/stat, in clock ticks of 10 ms).
+pub fn process_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/self/stat"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line are the 12th and 13th after the name.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("short /proc/self/stat"))?
+            .parse()?)
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// This process's resident memory (`VmRSS` of /proc/self/status), in bytes.

@@ -35,6 +35,10 @@ pub struct Figures {
     pub unary_p99_ms: f64,
     /// Table only.
     pub unary_baseline_p99_ms: f64,
+    /// Table only: CPU time of the process per `GetNumber` call, in microseconds.
+    pub unary_cpu_us: f64,
+    /// Table only: the same per echo call.
+    pub unary_baseline_cpu_us: f64,
     pub fanout_watchers: usize,
     pub fanout_p50_ms: f64,
     pub fanout_p99_ms: f64,
@@ -153,6 +157,11 @@ impl Figures {
                 "unary p99, ms",
                 ms(self.unary_p99_ms),
                 ms(self.unary_baseline_p99_ms),
+            ),
+            Row::info(
+                "unary CPU per call (whole process), us",
+                whole(self.unary_cpu_us),
+                whole(self.unary_baseline_cpu_us),
             ),
             Row::info(
                 &format!("fan-out p50 ({} watchers), ms", self.fanout_watchers),

@@ -220,7 +220,8 @@ impl Gateway {
     /// Builds the gateway on `database_url` with the TLS files in `files` (see
     /// [`Pki::server_files`]) and the default settings, except the two per-carrier limits: the
     /// benchmark holds thousands of one carrier's streams and calls far above 200/s, and
-    /// measures the gateway, not its limits.
+    /// measures the gateway, not its limits. It has a metrics listener (nobody scrapes it)
+    /// unless [`super::metrics_on`] says otherwise.
     pub async fn start(files: &Path, database_url: String) -> Result<Self> {
         let settings = Settings {
             listen: "127.0.0.1:0".parse()?,
@@ -231,6 +232,8 @@ impl Gateway {
             trust_domain: TRUST_DOMAIN.into(),
             max_streams_per_carrier: 100_000,
             rate_limit_per_carrier: 0,
+            // As deployed: a scrape listener, so the metrics are recorded.
+            metrics_listen: super::metrics_on().then(|| ([127, 0, 0, 1], 0).into()),
             ..Settings::default()
         };
         let app = App::build(settings).await?;

@@ -15,7 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use x509_parser::x509::X509Name;
 
 use super::ServerError;
 use crate::config::Settings;
+use crate::identity::{Caller, caller_from_certificate};
 use crate::metrics::StreamMetrics;
 
 /// ALPN protocol of gRPC.
@@ -441,6 +442,7 @@ impl TlsConnection {
                 .peer_certificates()
                 .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
                 .unwrap_or_default(),
+            caller: Arc::default(),
         };
         Self {
             stream,
@@ -507,6 +509,9 @@ pub(crate) struct PeerInfo {
     remote_addr: SocketAddr,
     /// The client's certificate chain as presented, leaf first; verified by the handshake.
     certificates: Arc<[CertificateDer<'static>]>,
+    /// The identity the leaf names, read on the connection's first request and shared by every
+    /// later one (the certificate cannot change on an open connection).
+    caller: Arc<OnceLock<Result<Caller, String>>>,
 }
 
 impl PeerInfo {
@@ -518,6 +523,17 @@ impl PeerInfo {
     /// The client's own certificate (the chain's first).
     pub(crate) fn leaf_certificate(&self) -> Option<&CertificateDer<'static>> {
         self.certificates.first()
+    }
+
+    /// The caller this connection's certificate names in `trust_domain` (one per server), or
+    /// why none: parsed once per connection, not once per request.
+    pub(crate) fn caller(&self, trust_domain: &str) -> Result<Caller, String> {
+        self.caller
+            .get_or_init(|| match self.leaf_certificate() {
+                Some(leaf) => caller_from_certificate(leaf, trust_domain),
+                None => Err("no client certificate".to_owned()),
+            })
+            .clone()
     }
 }
 

@@ -10,6 +10,7 @@ use sea_orm::{
 use super::batch::{Attempt, retry_write};
 use super::entities::{carrier, number_event};
 use super::logs::take_positions;
+use super::lookup::by_key;
 use super::{Store, StoreError, notify, now_ms};
 use crate::domain::carrier::{Carrier, CarrierStatus};
 use crate::domain::ids::{CarrierId, SipDomain};
@@ -96,8 +97,7 @@ impl Store {
 
     /// One carrier, if registered.
     pub async fn carrier(&self, id: &str) -> Result<Option<Carrier>, StoreError> {
-        carrier::Entity::find_by_id(id)
-            .one(&self.db)
+        by_key(carrier::Entity::find_by_id(id), &self.db)
             .await?
             .map(Carrier::try_from)
             .transpose()

@@ -23,6 +23,7 @@ mod erasure;
 mod export;
 mod failure;
 mod logs;
+mod lookup;
 pub mod migration;
 mod numbers;
 mod purge_runs;

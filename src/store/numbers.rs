@@ -25,6 +25,7 @@ use sea_orm::{
 use super::batch::{Attempt, columns, per_statement, retry_write};
 use super::carriers::{advance_revision, lock_carrier};
 use super::entities::{carrier, number, number_event};
+use super::lookup::by_key;
 use super::{Store, StoreError, notify, now_ms};
 use crate::domain::carrier::Carrier;
 use crate::domain::ids::{CarrierId, E164};
@@ -265,10 +266,7 @@ impl Store {
 
     /// The carrier that owns `number`, if the number exists.
     pub async fn number_owner(&self, number: &E164) -> Result<Option<Carrier>, StoreError> {
-        let Some(row) = number::Entity::find_by_id(number.as_str())
-            .one(&self.db)
-            .await?
-        else {
+        let Some(row) = by_key(number::Entity::find_by_id(number.as_str()), &self.db).await? else {
             return Ok(None);
         };
         self.carrier(&row.carrier_id).await
@@ -291,8 +289,7 @@ impl Store {
         transition: impl Fn(&NumberState) -> Result<Transition, TransitionError>,
     ) -> Result<Attempt<NumberState>, StoreError> {
         let not_found = || StoreError::NumberNotFound(number.to_string());
-        let owner = number::Entity::find_by_id(number.as_str())
-            .one(&self.db)
+        let owner = by_key(number::Entity::find_by_id(number.as_str()), &self.db)
             .await?
             .ok_or_else(not_found)?
             .carrier_id;
@@ -429,9 +426,9 @@ impl Store {
         carrier: &CarrierId,
         number: &E164,
     ) -> Result<Option<NumberState>, StoreError> {
-        number::Entity::find_by_id(number.as_str())
-            .filter(number::Column::CarrierId.eq(carrier.as_str()))
-            .one(&self.db)
+        let select = number::Entity::find_by_id(number.as_str())
+            .filter(number::Column::CarrierId.eq(carrier.as_str()));
+        by_key(select, &self.db)
             .await?
             .map(|row| decode_state(&row.state))
             .transpose()

@@ -80,10 +80,12 @@ async fn revisions_through(
 /// stopped reading until the tail had moved past it gets all 10,200 events, gapless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_watchers_and_one_that_fell_behind_see_every_event_once() {
-    // More streams than the per-carrier default (64), opened faster than its rate limit.
+    // More streams than the per-carrier default (64), opened faster than its rate limit;
+    // metrics recorded (a scrape listener), for the tail's read counts.
     let app = spawn_app_with(|s| {
         s.max_streams_per_carrier = 2 * WATCHERS as u32;
         s.rate_limit_per_carrier = 0;
+        s.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
     })
     .await;
     app.create_carrier("contoso").await;
