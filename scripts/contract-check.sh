@@ -19,6 +19,10 @@ echo "buf format --diff --exit-code"
 "$BUF" format --diff --exit-code
 
 head=$(git rev-parse HEAD)
+if [ "$(git rev-parse --is-shallow-repository)" = true ]; then
+  # A shallow clone (CI's may be one): fetch the previous commit to compare against.
+  git fetch --quiet --deepen=1 2>/dev/null || true
+fi
 if git rev-parse -q --verify 'refs/heads/main^{commit}' >/dev/null; then
   against=$(git rev-list --first-parent -n 2 main | grep -vx "$head" | head -1 || true)
 else

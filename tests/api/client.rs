@@ -468,7 +468,12 @@ fn stream_limit_rejections(app: &TestApp) -> u64 {
 /// returned at once.
 #[tokio::test]
 async fn retry_info_is_honoured_and_permanent_errors_are_not_retried() {
-    let app = spawn_app_with(|s| s.max_streams_per_carrier = 1).await;
+    // Metrics recorded (a scrape listener), to see the refusal counted.
+    let app = spawn_app_with(|s| {
+        s.max_streams_per_carrier = 1;
+        s.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await;
     app.create_carrier("contoso").await;
     app.ingest_calls(call_records("contoso", 0..10), 10).await;
     let mut holder = app

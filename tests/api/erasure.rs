@@ -6,6 +6,7 @@ use tonic::Code;
 
 use crate::helpers::*;
 use opconnect::pb::v1 as pb;
+use prost::Message;
 
 pub const TENANT_C: &str = "3c9e2f41-7d5a-4b8e-a6c1-9f0e2d4b7a13";
 pub const TENANTS: [&str; 3] = [TENANT_A, TENANT_B, TENANT_C];
@@ -181,10 +182,10 @@ pub async fn populate(
 pub async fn rows_of(db: &DatabaseConnection, tenant: &str) -> Vec<String> {
     let queries = [
         format!(
-            "SELECT carrier_id, CAST(cursor AS TEXT) AS k, record AS v, tenant_number AS w FROM call_records WHERE tenant_id = '{tenant}' ORDER BY carrier_id, cursor"
+            "SELECT carrier_id, CAST(cursor AS TEXT) AS k, encoded AS v, tenant_number AS w FROM call_records WHERE tenant_id = '{tenant}' ORDER BY carrier_id, cursor"
         ),
         format!(
-            "SELECT carrier_id, CAST(cursor AS TEXT) AS k, record AS v, call_id AS w FROM quality_records WHERE tenant_id = '{tenant}' ORDER BY carrier_id, cursor"
+            "SELECT carrier_id, CAST(cursor AS TEXT) AS k, encoded AS v, call_id AS w FROM quality_records WHERE tenant_id = '{tenant}' ORDER BY carrier_id, cursor"
         ),
         format!(
             "SELECT carrier_id, call_id AS k, record AS v, CAST(duration_ms AS TEXT) AS w FROM call_durations WHERE tenant_id = '{tenant}' ORDER BY carrier_id, call_id"
@@ -201,7 +202,7 @@ pub async fn rows_of(db: &DatabaseConnection, tenant: &str) -> Vec<String> {
         ),
     ];
     let mut rows = Vec::new();
-    for sql in queries {
+    for (i, sql) in queries.into_iter().enumerate() {
         let backend = db.get_database_backend();
         for row in db
             .query_all_raw(Statement::from_string(backend, sql))
@@ -209,11 +210,32 @@ pub async fn rows_of(db: &DatabaseConnection, tenant: &str) -> Vec<String> {
             .expect("dump")
         {
             let get = |c: &str| row.try_get::<String>("", c).expect("column");
+            // Records are stored as protobuf: shown decoded (every field readable, so a
+            // personal field left behind shows) and as their exact bytes.
+            let value = match i {
+                0 | 1 => {
+                    let bytes = row.try_get::<Vec<u8>>("", "v").expect("column");
+                    let decoded = if i == 0 {
+                        format!(
+                            "{:?}",
+                            pb::CallRecord::decode(bytes.as_slice()).expect("decodes")
+                        )
+                    } else {
+                        format!(
+                            "{:?}",
+                            pb::QualityRecord::decode(bytes.as_slice()).expect("decodes")
+                        )
+                    };
+                    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                    format!("{decoded} {hex}")
+                }
+                _ => get("v"),
+            };
             rows.push(format!(
                 "{}|{}|{}|{}",
                 get("carrier_id"),
                 get("k"),
-                get("v"),
+                value,
                 get("w")
             ));
         }
