@@ -26,7 +26,7 @@ path = sys.argv[1]
 text = open(path).read()
 anchor = "  int64 revision = 12;\n"
 assert anchor in text, "TelephoneNumber.revision moved; update the self-test"
-text = text.replace(anchor, anchor + "  // Added by the contract self-test.\n  string note = 13;\n", 1)
+text = text.replace(anchor, anchor + "  // Added by the contract self-test.\n  string note = 99;\n", 1)
 open(path, "w").write(text)
 PY
 git -C "$repo" commit --quiet -am "a new field"
@@ -35,7 +35,7 @@ bash "$here/scripts/contract-check.sh" "$repo" >/dev/null \
 echo "ok: a new field passes"
 
 # Breaking: the same field under another number.
-sed -i 's/  int64 revision = 12;/  int64 revision = 14;/' "$file"
+sed -i 's/  int64 revision = 12;/  int64 revision = 98;/' "$file"
 git -C "$repo" commit --quiet -am "renumber a field"
 if out=$(bash "$here/scripts/contract-check.sh" "$repo" 2>&1); then
   echo "FAIL: a renumbered field passed the contract check"; echo "$out"; exit 1
