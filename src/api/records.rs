@@ -309,22 +309,32 @@ impl<T: RecordLog> RecordSource<T> {
                 });
             }
         }
-        let page = self
-            .store
-            .read_records::<T>(&self.carrier, cursor, &self.plan.filter, PAGE)
-            .await?;
-        if page.bounds.purged_through > cursor {
-            return Err(ApiError::cursor_expired(
-                cursor,
-                page.bounds.purged_through + 1,
-            ));
+        // A page covers the next PAGE cursors; one where nothing passed the filters is read
+        // past, so that a sparse filter still gets full messages.
+        let mut cursor = cursor;
+        loop {
+            let page = self
+                .store
+                .read_records::<T>(&self.carrier, cursor, &self.plan.filter, PAGE)
+                .await?;
+            if page.bounds.purged_through > cursor {
+                return Err(ApiError::cursor_expired(
+                    cursor,
+                    page.bounds.purged_through + 1,
+                ));
+            }
+            let more = page.next_cursor < page.bounds.latest;
+            if page.records.is_empty() && more {
+                cursor = page.next_cursor;
+                continue;
+            }
+            return Ok(Page {
+                more,
+                entries: page.records.into_iter().map(entry).collect(),
+                through: page.next_cursor,
+                latest: Some(page.bounds.latest),
+            });
         }
-        Ok(Page {
-            more: page.records.len() as u64 >= PAGE,
-            entries: page.records.into_iter().map(entry).collect(),
-            through: page.next_cursor,
-            latest: Some(page.bounds.latest),
-        })
     }
 }
 
