@@ -456,6 +456,7 @@ impl StreamMetrics {
     /// Counts one ended RPC.
     pub(crate) fn rpc(&self, method: &str, code: &str, carrier: &str, elapsed: Duration) {
         let Some(f) = &self.families else { return };
+        let method = metric_method(method);
         f.rpcs
             .get_or_create(&RpcLabels {
                 method: method.to_owned(),
@@ -472,6 +473,48 @@ impl StreamMetrics {
     }
 }
 
+/// Every method this server serves, as `/package.Service/Method`: the descriptor set's
+/// (opconnect and health) and reflection's.
+static KNOWN_METHODS: std::sync::LazyLock<std::collections::HashSet<String>> =
+    std::sync::LazyLock::new(|| {
+        use prost::Message;
+        let mut known: std::collections::HashSet<String> = [
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        if let Ok(set) = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET) {
+            for file in &set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        known.insert(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        known
+    });
+
+/// The `method` label of an RPC: its path when it is one this server serves, else
+/// `unknown`. The path is chosen by the client, so without this any caller could create
+/// metric series without bound.
+fn metric_method(path: &str) -> &str {
+    if KNOWN_METHODS.contains(path) {
+        path
+    } else {
+        "unknown"
+    }
+}
+
 /// Keeps one stream counted in the open-stream figures while alive.
 #[derive(Debug)]
 pub(crate) struct OpenStream {
@@ -485,5 +528,28 @@ impl Drop for OpenStream {
         if let Some(f) = &self.metrics.families {
             f.open_streams.get_or_create(&self.labels).dec();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the server's own methods become `method` labels; any other path is `unknown`.
+    #[test]
+    fn method_labels_are_bounded() {
+        assert_eq!(
+            metric_method("/opconnect.v1.AssignmentService/GetNumber"),
+            "/opconnect.v1.AssignmentService/GetNumber"
+        );
+        assert_eq!(
+            metric_method("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
+        assert_eq!(
+            metric_method("/opconnect.v1.AssignmentService/Nope"),
+            "unknown"
+        );
+        assert_eq!(metric_method(&"x".repeat(4096)), "unknown");
     }
 }
