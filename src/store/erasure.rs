@@ -26,14 +26,14 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
 
 use super::batch::{Attempt, retry_write};
 use super::carriers::lock_carrier;
-use super::entities::{
-    call_duration, call_record, carrier, number, number_event, quality_record, upload,
-};
+use super::entities::{call_duration, call_record, carrier, number, number_event, upload};
+use super::logs::GaplessLog;
+use super::records::{LogRecord, RecordTable, StoredRow};
 use super::redaction::{Stored, redact, redact_encoded, redact_tally};
 use super::{Store, StoreError, notify};
 use crate::domain::ids::TenantId;
+use crate::domain::records::{CallRecord, QualityRecord};
 use crate::feed::Notice;
-use crate::pb::v1 as pb;
 
 /// Rows per erasure transaction.
 pub(crate) const BATCH: u64 = 1_000;
@@ -97,10 +97,10 @@ impl Store {
         for carrier_id in &carriers {
             let c = carrier_id.as_str();
             erased.call_records += self
-                .erase_pages(c, |a| self.erase_calls(c, tenant, a))
+                .erase_pages(c, |a| self.erase_records::<CallRecord>(c, tenant, a))
                 .await?;
             erased.quality_records += self
-                .erase_pages(c, |a| self.erase_quality(c, tenant, a))
+                .erase_pages(c, |a| self.erase_records::<QualityRecord>(c, tenant, a))
                 .await?;
             erased.durations += self
                 .erase_pages(c, |a| self.erase_durations(c, tenant, a))
@@ -143,74 +143,46 @@ impl Store {
         }
     }
 
-    async fn erase_calls(
+    /// One batch of a record log: the tenant's records of `carrier_id` after cursor `after`,
+    /// each stored encoding redacted, and the columns beside it that hold personal data
+    /// ([`RecordTable::PERSONAL`]) emptied with it.
+    async fn erase_records<T: LogRecord>(
         &self,
         carrier_id: &str,
         tenant: &TenantId,
         after: Option<i64>,
     ) -> Result<Batch<i64>, StoreError> {
-        use call_record::Column as C;
         retry_write(|| async {
             let tx = self.begin_write().await?;
-            let rows = call_record::Entity::find()
-                .filter(C::CarrierId.eq(carrier_id))
-                .filter(C::TenantId.eq(tenant.as_str()))
-                .filter(C::Cursor.gt(after.unwrap_or(i64::MIN)))
-                .order_by_asc(C::Cursor)
+            let rows: Vec<StoredRow> = T::Table::find()
+                .filter(T::Table::CARRIER.eq(carrier_id))
+                .filter(T::Table::TENANT.eq(tenant.as_str()))
+                .filter(T::Table::POSITION.gt(after.unwrap_or(i64::MIN)))
+                .order_by_asc(T::Table::POSITION)
                 .limit(BATCH)
                 .all(&tx)
-                .await?;
+                .await?
+                .into_iter()
+                .map(T::Table::stored)
+                .collect();
             let mut changes = Vec::new();
             for row in &rows {
-                if let Some(encoded) = redact_encoded::<pb::CallRecord>(&row.encoded)? {
+                if let Some(encoded) = redact_encoded::<T::Wire>(&row.encoded)? {
                     changes.push((row.cursor.into(), encoded.into()));
                 }
             }
             let redacted = changes.len() as u64;
             if !changes.is_empty() {
-                call_record::Entity::update_many()
-                    .col_expr(C::Encoded, by_key(C::Cursor, C::Encoded, &changes))
-                    .col_expr(C::TenantNumber, Expr::value(""))
-                    .filter(C::CarrierId.eq(carrier_id))
-                    .filter(C::Cursor.is_in(changes.iter().map(|(k, _)| k.clone())))
-                    .exec(&tx)
-                    .await?;
-            }
-            finish(tx, carrier_id, redacted).await?;
-            Ok(Attempt::Committed(batch(redacted, &rows, |r| r.cursor)))
-        })
-        .await
-    }
-
-    async fn erase_quality(
-        &self,
-        carrier_id: &str,
-        tenant: &TenantId,
-        after: Option<i64>,
-    ) -> Result<Batch<i64>, StoreError> {
-        use quality_record::Column as Q;
-        retry_write(|| async {
-            let tx = self.begin_write().await?;
-            let rows = quality_record::Entity::find()
-                .filter(Q::CarrierId.eq(carrier_id))
-                .filter(Q::TenantId.eq(tenant.as_str()))
-                .filter(Q::Cursor.gt(after.unwrap_or(i64::MIN)))
-                .order_by_asc(Q::Cursor)
-                .limit(BATCH)
-                .all(&tx)
-                .await?;
-            let mut changes = Vec::new();
-            for row in &rows {
-                if let Some(encoded) = redact_encoded::<pb::QualityRecord>(&row.encoded)? {
-                    changes.push((row.cursor.into(), encoded.into()));
+                let mut update = T::Table::update_many().col_expr(
+                    T::Table::ENCODED,
+                    by_key(T::Table::POSITION, T::Table::ENCODED, &changes),
+                );
+                for column in T::Table::PERSONAL {
+                    update = update.col_expr(*column, Expr::value(""));
                 }
-            }
-            let redacted = changes.len() as u64;
-            if !changes.is_empty() {
-                quality_record::Entity::update_many()
-                    .col_expr(Q::Encoded, by_key(Q::Cursor, Q::Encoded, &changes))
-                    .filter(Q::CarrierId.eq(carrier_id))
-                    .filter(Q::Cursor.is_in(changes.iter().map(|(k, _)| k.clone())))
+                update
+                    .filter(T::Table::CARRIER.eq(carrier_id))
+                    .filter(T::Table::POSITION.is_in(changes.iter().map(|(k, _)| k.clone())))
                     .exec(&tx)
                     .await?;
             }

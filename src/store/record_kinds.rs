@@ -49,6 +49,9 @@ impl RecordTable for call_record::Entity {
     const KEY: &'static [Self::Column] = &[call_record::Column::CallId];
     const TENANT: Self::Column = call_record::Column::TenantId;
     const START_TIME: Self::Column = call_record::Column::StartTimeMs;
+    const ENCODED: Self::Column = call_record::Column::Encoded;
+    /// The tenant's side of the call (a phone number).
+    const PERSONAL: &'static [Self::Column] = &[call_record::Column::TenantNumber];
     const NOTICE: fn(String, i64) -> Notice = Notice::CallRecords;
 
     fn stored(row: call_record::Model) -> StoredRow {
@@ -109,6 +112,8 @@ impl RecordTable for quality_record::Entity {
     ];
     const TENANT: Self::Column = quality_record::Column::TenantId;
     const START_TIME: Self::Column = quality_record::Column::StartTimeMs;
+    const ENCODED: Self::Column = quality_record::Column::Encoded;
+    const PERSONAL: &'static [Self::Column] = &[];
     const NOTICE: fn(String, i64) -> Notice = Notice::QualityRecords;
 
     fn stored(row: quality_record::Model) -> StoredRow {

@@ -77,6 +77,10 @@ pub(crate) trait RecordTable: GaplessLog<Model: Sync, ActiveModel: Send + Sync> 
     const TENANT: Self::Column;
     /// The start-time column, for filters.
     const START_TIME: Self::Column;
+    /// The column holding the record's stored encoding.
+    const ENCODED: Self::Column;
+    /// Text columns beside the record that hold personal data, emptied by an erasure.
+    const PERSONAL: &'static [Self::Column];
     /// The change notice saying that a carrier's log reached a cursor.
     const NOTICE: fn(String, i64) -> Notice;
     /// A stored row as ingestion and reads see it.
