@@ -71,13 +71,55 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
         measure::fanout_numbers(scale),
     )
     .await?;
-    if support::unary_only() {
-        measure_unary(&gateway, &echo, pki, scale, &mut f, t).await?;
-        gateway.stop().await?;
-        echo.stop().await?;
-        return Ok(f);
+    if support::measures("ingest") {
+        measure_ingest(&gateway, &platform_channel, databases, scale, &mut f, t).await?;
     }
+    if support::measures("durations") {
+        measure_durations(&carrier_channel, databases, scale, &mut f, t).await?;
+    }
+    if support::measures("stream") {
+        measure_stream(&gateway, &carrier_channel, scale, &mut f, t).await?;
+    }
+    if support::measures("unary") {
+        measure_unary(&gateway, &echo, pki, scale, &mut f, t).await?;
+    }
+    if support::measures("fanout") {
+        step("fan-out: AssignNumber without, then with watchers", t);
+        let fanout = measure::fanout(&gateway, pki, scale).await?;
+        f.fanout_watchers = fanout.watchers;
+        f.fanout_p50_ms = percentile(&fanout.delivery_ms, 50.0);
+        f.fanout_p99_ms = percentile(&fanout.delivery_ms, 99.0);
+        f.fanout_write_p50_ms = percentile(&fanout.write_ms, 50.0);
+        f.write_p50_ms_no_watchers = percentile(&fanout.write_alone_ms, 50.0);
+    }
+    drop((platform_channel, carrier_channel));
+    gateway.stop().await?;
+    echo.stop().await?;
 
+    if support::measures("idle") {
+        step(
+            "idle streams: gateway, then bare tonic (each in a child process)",
+            t,
+        );
+        f.idle_streams = scale.idle_streams;
+        let gateway = measure::idle_gateway_streams(pki, scale).await?;
+        let bare = measure::idle_bare_streams(pki, scale).await?;
+        (f.idle_stream_bytes, f.idle_stream_heap_bytes) = (gateway.resident, gateway.heap);
+        (f.idle_bare_stream_bytes, f.idle_bare_stream_heap_bytes) = (bare.resident, bare.heap);
+    }
+    step("measured", t);
+    Ok(f)
+}
+
+/// `IngestCallRecords` through the gateway, then the same rows inserted by the baseline.
+async fn measure_ingest(
+    gateway: &Gateway,
+    platform_channel: &tonic::transport::Channel,
+    databases: &Databases,
+    scale: &Scale,
+    f: &mut Figures,
+    t: Instant,
+) -> Result<()> {
     step("ingest: gateway, then the baseline", t);
     let records = setup::carrier_call_records(scale.records);
     let took = measure::ingest(platform_channel.clone(), &records, scale.per_message).await?;
@@ -87,8 +129,17 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
     f.ingest_baseline_records_per_s = per_second(records.len(), took);
     f.baseline_record_bytes = json_bytes;
     f.gateway_record_bytes = baseline::mean_record_bytes(&gateway.database_url).await?;
-    drop(records);
+    Ok(())
+}
 
+/// `ReportCallDurations` through the gateway, then the same rows inserted by the baseline.
+async fn measure_durations(
+    carrier_channel: &tonic::transport::Channel,
+    databases: &Databases,
+    scale: &Scale,
+    f: &mut Figures,
+    t: Instant,
+) -> Result<()> {
     step("durations: gateway, then the baseline", t);
     let durations: Vec<_> = (0..scale.records).map(setup::call_duration).collect();
     let took =
@@ -97,8 +148,17 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
     let took =
         baseline::insert_durations(&databases.fresh("durations_base").await?, &durations).await?;
     f.durations_baseline_records_per_s = per_second(durations.len(), took);
-    drop(durations);
+    Ok(())
+}
 
+/// The records ingested, streamed through `StreamCallRecords`, then read by one plain query.
+async fn measure_stream(
+    gateway: &Gateway,
+    carrier_channel: &tonic::transport::Channel,
+    scale: &Scale,
+    f: &mut Figures,
+    t: Instant,
+) -> Result<()> {
     step("stream: gateway, then the baseline", t);
     let took = measure::stream_call_records(carrier_channel.clone(), scale.records).await?;
     f.stream_records_per_s = per_second(scale.records, took);
@@ -109,33 +169,7 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
         scale.records
     );
     f.stream_baseline_records_per_s = per_second(rows, took);
-    gateway.streams_ended().await?;
-
-    measure_unary(&gateway, &echo, pki, scale, &mut f, t).await?;
-
-    step("fan-out: AssignNumber without, then with watchers", t);
-    let fanout = measure::fanout(&gateway, pki, scale).await?;
-    f.fanout_watchers = fanout.watchers;
-    f.fanout_p50_ms = percentile(&fanout.delivery_ms, 50.0);
-    f.fanout_p99_ms = percentile(&fanout.delivery_ms, 99.0);
-    f.fanout_write_p50_ms = percentile(&fanout.write_ms, 50.0);
-    f.write_p50_ms_no_watchers = percentile(&fanout.write_alone_ms, 50.0);
-
-    drop((platform_channel, carrier_channel));
-    gateway.stop().await?;
-    echo.stop().await?;
-
-    step(
-        "idle streams: gateway, then bare tonic (each in a child process)",
-        t,
-    );
-    f.idle_streams = scale.idle_streams;
-    let gateway = measure::idle_gateway_streams(pki, scale).await?;
-    let bare = measure::idle_bare_streams(pki, scale).await?;
-    (f.idle_stream_bytes, f.idle_stream_heap_bytes) = (gateway.resident, gateway.heap);
-    (f.idle_bare_stream_bytes, f.idle_bare_stream_heap_bytes) = (bare.resident, bare.heap);
-    step("measured", t);
-    Ok(f)
+    gateway.streams_ended().await
 }
 
 /// `GetNumber` on the gateway, then the bare tonic echo, each over `scale.unary_channels`
@@ -153,7 +187,7 @@ async fn measure_unary(
         t,
     );
     let channels = setup::channels(gateway.addr, pki, &pki.carrier, scale.unary_channels).await?;
-    let calls = measure::get_number_calls(&channels, scale).await?;
+    let calls = measure::get_number_calls(&channels, scale, measure::fanout_numbers(scale)).await?;
     f.unary_qps = per_second(calls.count, calls.elapsed);
     f.unary_p99_ms = percentile(&calls.latencies_ms, 99.0);
     f.unary_cpu_us = calls.cpu_us_per_call;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -192,22 +193,33 @@ where
     })
 }
 
-/// `AssignmentService.GetNumber` of one of the carrier's numbers, per [`closed_loop`], after
-/// an unmeasured warm-up of a tenth of `run_for`.
-pub async fn get_number_calls(channels: &[Channel], scale: &Scale) -> Result<Calls> {
+/// `AssignmentService.GetNumber` of the carrier's numbers `0..numbers` in turn (so that calls
+/// made together ask for different numbers), per [`closed_loop`], after an unmeasured warm-up
+/// of a tenth of `run_for`.
+pub async fn get_number_calls(
+    channels: &[Channel],
+    scale: &Scale,
+    numbers: usize,
+) -> Result<Calls> {
     let clients: Vec<_> = channels
         .iter()
         .map(|c| AssignmentServiceClient::new(c.clone()))
         .collect();
-    let call = |mut client: AssignmentServiceClient<Channel>| async move {
-        let outcome = client
-            .get_number(pb::GetNumberRequest {
-                number: setup::number(0),
-            })
-            .await;
-        (client, outcome.map(drop).map_err(anyhow::Error::from))
+    let next = Arc::new(AtomicUsize::new(0));
+    let call = move |mut client: AssignmentServiceClient<Channel>| {
+        let number = setup::number(next.fetch_add(1, Ordering::Relaxed) % numbers.max(1));
+        async move {
+            let outcome = client.get_number(pb::GetNumberRequest { number }).await;
+            (client, outcome.map(drop).map_err(anyhow::Error::from))
+        }
     };
-    closed_loop(&clients, scale.unary_callers, scale.unary_time / 10, call).await?;
+    closed_loop(
+        &clients,
+        scale.unary_callers,
+        scale.unary_time / 10,
+        call.clone(),
+    )
+    .await?;
     closed_loop(&clients, scale.unary_callers, scale.unary_time, call).await
 }
 

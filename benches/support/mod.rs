@@ -97,10 +97,15 @@ impl Scale {
     }
 }
 
-/// Whether `OPCONNECT_BENCH_ONLY=unary` asks for the unary measurement alone (a short run to
-/// profile the per-call path).
-pub fn unary_only() -> bool {
-    std::env::var("OPCONNECT_BENCH_ONLY").is_ok_and(|v| v == "unary")
+/// Whether this run measures `what` (`ingest`, `durations`, `stream`, `unary`, `fanout` or
+/// `idle`): every one unless `OPCONNECT_BENCH_ONLY` names a comma-separated few (a short run
+/// to profile one path). `stream` reads what `ingest` stored, so it brings `ingest` along.
+pub fn measures(what: &str) -> bool {
+    let Ok(only) = std::env::var("OPCONNECT_BENCH_ONLY") else {
+        return true;
+    };
+    let named: Vec<&str> = only.split(',').map(str::trim).collect();
+    named.contains(&what) || (what == "ingest" && named.contains(&"stream"))
 }
 
 /// Whether the gateway records its Prometheus metrics (it does unless

@@ -53,7 +53,7 @@ impl Store {
         sip_domain: &SipDomain,
     ) -> Result<Attempt<Carrier>, StoreError> {
         let tx = self.begin_write().await?;
-        if let Some(existing) = carrier::Entity::find_by_id(id.as_str()).one(&tx).await? {
+        if let Some(existing) = by_key(carrier::Entity::find_by_id(id.as_str()), &tx).await? {
             tx.commit().await?;
             let existing = Carrier::try_from(existing)?;
             return if existing.display_name == display_name && &existing.sip_domain == sip_domain {
@@ -87,8 +87,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(Attempt::Raced);
         }
-        let stored = carrier::Entity::find_by_id(id.as_str())
-            .one(&tx)
+        let stored = by_key(carrier::Entity::find_by_id(id.as_str()), &tx)
             .await?
             .ok_or_else(|| StoreError::Corrupt("carrier vanished after insert".into()))?;
         tx.commit().await?;

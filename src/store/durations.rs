@@ -11,6 +11,7 @@ use sea_orm::{
 
 use super::batch::{Attempt, Lookup, columns, per_statement, retry_write};
 use super::entities::{call_duration, call_record, upload};
+use super::lookup::by_key;
 use super::redaction::{Stored, same_record};
 use super::{Store, StoreError, now_ms};
 use crate::domain::calendar::Window;
@@ -175,16 +176,18 @@ impl Store {
         carrier: &CarrierId,
         upload_id: &str,
     ) -> Result<Option<StoredUpload>, StoreError> {
-        upload::Entity::find_by_id((carrier.to_string(), upload_id.to_owned()))
-            .one(&self.db)
-            .await?
-            .map(|row| {
-                Ok(StoredUpload {
-                    tally: decode_tally(&row.summary)?,
-                    complete_time_ms: row.complete_time_ms,
-                })
+        by_key(
+            upload::Entity::find_by_id((carrier.to_string(), upload_id.to_owned())),
+            &self.db,
+        )
+        .await?
+        .map(|row| {
+            Ok(StoredUpload {
+                tally: decode_tally(&row.summary)?,
+                complete_time_ms: row.complete_time_ms,
             })
-            .transpose()
+        })
+        .transpose()
     }
 
     /// Stores a completed upload's summary; the first completion under an id is kept.

@@ -25,6 +25,7 @@ mod failure;
 mod logs;
 mod lookup;
 pub mod migration;
+mod number_reads;
 mod numbers;
 mod purge_runs;
 mod record_kinds;
@@ -109,6 +110,8 @@ pub struct Store {
     /// The SQLite database file the pool opened (absolute), for [`Store::ping`]; `None` on
     /// PostgreSQL and for an in-memory database.
     sqlite_file: Option<PathBuf>,
+    /// `GetNumber` lookups, read together while they queue.
+    number_reads: number_reads::NumberReads,
 }
 
 impl Store {
@@ -157,6 +160,7 @@ impl Store {
             feed: Feed::default(),
             postgres_url,
             sqlite_file,
+            number_reads: number_reads::NumberReads::default(),
         };
         store.migrate().await?;
         Ok(store)

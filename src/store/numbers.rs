@@ -420,18 +420,14 @@ impl Store {
         ))
     }
 
-    /// One of `carrier`'s numbers.
+    /// One of `carrier`'s numbers, read together with the lookups queued beside it
+    /// (`number_reads.rs`).
     pub async fn get_number(
         &self,
         carrier: &CarrierId,
         number: &E164,
     ) -> Result<Option<NumberState>, StoreError> {
-        let select = number::Entity::find_by_id(number.as_str())
-            .filter(number::Column::CarrierId.eq(carrier.as_str()));
-        by_key(select, &self.db)
-            .await?
-            .map(|row| decode_state(&row.state))
-            .transpose()
+        self.number_reads.get(&self.db, carrier, number).await
     }
 
     /// Up to `limit` of `carrier`'s numbers after `after`, with the revision they were read at.
@@ -479,8 +475,7 @@ impl Store {
         limit: u64,
     ) -> Result<Option<SnapshotPage>, StoreError> {
         let tx = self.begin_snapshot().await?;
-        let row = carrier::Entity::find_by_id(carrier.as_str())
-            .one(&tx)
+        let row = by_key(carrier::Entity::find_by_id(carrier.as_str()), &tx)
             .await?
             .ok_or_else(|| StoreError::CarrierNotFound(carrier.to_string()))?;
         if row.events_purged_through > revision {
@@ -567,8 +562,7 @@ impl Store {
 }
 
 async fn carrier_revision<C: ConnectionTrait>(tx: &C, id: &str) -> Result<i64, StoreError> {
-    carrier::Entity::find_by_id(id)
-        .one(tx)
+    by_key(carrier::Entity::find_by_id(id), tx)
         .await?
         .map(|c| c.number_revision)
         .ok_or_else(|| StoreError::CarrierNotFound(id.to_owned()))

@@ -6,6 +6,7 @@ use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 
 use super::batch::{Attempt, retry_write};
 use super::entities::purge_run;
+use super::lookup::by_key;
 use super::{Store, StoreError, now_ms};
 
 /// The last purge of one class.
@@ -86,13 +87,14 @@ impl Store {
 
     /// The last purge of `class`, if one ran.
     pub(crate) async fn last_purge(&self, class: &str) -> Result<Option<PurgeRun>, StoreError> {
-        Ok(purge_run::Entity::find_by_id(class.to_owned())
-            .one(&self.db)
-            .await?
-            .map(|m| PurgeRun {
-                end_time_ms: m.end_time_ms,
-                outcome: m.outcome,
-                deleted: m.deleted,
-            }))
+        Ok(
+            by_key(purge_run::Entity::find_by_id(class.to_owned()), &self.db)
+                .await?
+                .map(|m| PurgeRun {
+                    end_time_ms: m.end_time_ms,
+                    outcome: m.outcome,
+                    deleted: m.deleted,
+                }),
+        )
     }
 }

@@ -33,6 +33,7 @@ use sea_orm::{QueryOrder, QuerySelect};
 use super::batch::{Attempt, Lookup, columns, per_statement, retry_write};
 use super::entities::{carrier, consumer_cursor};
 use super::logs::{GaplessLog, take_positions};
+use super::lookup::by_key;
 use super::record_kinds::{bounds_of, kind_code};
 use super::redaction::{RedactableRecord, same_encoded};
 use super::{Store, StoreError, notify, now_ms};
@@ -280,8 +281,7 @@ impl Store {
         carrier: &CarrierId,
         kind: LogKind,
     ) -> Result<LogBounds, StoreError> {
-        let row = carrier::Entity::find_by_id(carrier.as_str())
-            .one(&self.db)
+        let row = by_key(carrier::Entity::find_by_id(carrier.as_str()), &self.db)
             .await?
             .ok_or_else(|| StoreError::CarrierNotFound(carrier.to_string()))?;
         Ok(bounds_of(kind, &row))
@@ -298,8 +298,7 @@ impl Store {
         limit: u64,
     ) -> Result<RecordPage, StoreError> {
         let tx = self.begin_snapshot().await?;
-        let row = carrier::Entity::find_by_id(carrier.as_str())
-            .one(&tx)
+        let row = by_key(carrier::Entity::find_by_id(carrier.as_str()), &tx)
             .await?
             .ok_or_else(|| StoreError::CarrierNotFound(carrier.to_string()))?;
         let bounds = T::Table::bounds(&row);
@@ -345,12 +344,12 @@ impl Store {
         carrier: &CarrierId,
         kind: LogKind,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(
-            consumer_cursor::Entity::find_by_id((carrier.to_string(), kind_code(kind)))
-                .one(&self.db)
-                .await?
-                .map(|c| c.cursor),
+        Ok(by_key(
+            consumer_cursor::Entity::find_by_id((carrier.to_string(), kind_code(kind))),
+            &self.db,
         )
+        .await?
+        .map(|c| c.cursor))
     }
 
     /// Stores the carrier's committed cursor in a log.

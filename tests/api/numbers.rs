@@ -428,3 +428,90 @@ async fn create_carrier_rules() {
     assert_eq!(list.carriers.len(), 1);
     app.stop().await;
 }
+
+/// Lookups made together are read together (`store/number_reads.rs`): hundreds of concurrent
+/// `GetNumber` calls by two carriers, each asking for its own numbers and the other's, get
+/// exactly their own numbers and NUMBER_NOT_FOUND for every other one; a change committed
+/// before a lookup is asked is what that lookup sees.
+#[tokio::test]
+async fn concurrent_lookups_see_only_their_own_carriers_numbers() {
+    let app = spawn_app_with(|s| s.rate_limit_per_carrier = 100_000).await;
+    let numbers = |base: u32| -> Vec<String> {
+        (0..25)
+            .map(|i| format!("+1425555{:04}", base + i))
+            .collect()
+    };
+    let (contoso_numbers, fabrikam_numbers) = (numbers(1000), numbers(2000));
+    for (carrier, own) in [
+        ("contoso", &contoso_numbers),
+        ("fabrikam", &fabrikam_numbers),
+    ] {
+        app.create_carrier(carrier).await;
+        let own: Vec<&str> = own.iter().map(String::as_str).collect();
+        app.provision(carrier, TENANT_A, &own).await;
+    }
+    let clients = [
+        ("contoso", app.carrier("contoso").await),
+        ("fabrikam", app.carrier("fabrikam").await),
+    ];
+    let mut calls = Vec::new();
+    for round in 0..4 {
+        for (carrier, client) in &clients {
+            for number in contoso_numbers.iter().chain(&fabrikam_numbers) {
+                let mut client = client.clone();
+                let (carrier, number) = (*carrier, number.clone());
+                calls.push(tokio::spawn(async move {
+                    let request = pb::GetNumberRequest {
+                        number: number.clone(),
+                    };
+                    (round, carrier, number, client.get_number(request).await)
+                }));
+            }
+        }
+    }
+    assert_eq!(calls.len(), 4 * 2 * 50);
+    for call in calls {
+        let (_, carrier, number, outcome) = call.await.unwrap();
+        let own = match carrier {
+            "contoso" => &contoso_numbers,
+            _ => &fabrikam_numbers,
+        };
+        if own.contains(&number) {
+            let n = outcome.unwrap().into_inner().telephone_number.unwrap();
+            assert_eq!(n.number, number);
+            assert_eq!(n.status, pb::NumberStatus::Provisioned as i32);
+        } else {
+            assert_error(&outcome.unwrap_err(), Code::NotFound, "NUMBER_NOT_FOUND");
+        }
+    }
+
+    // Read-your-writes: a lookup asked after a change commits sees it, even while other
+    // lookups are being read.
+    let mut contoso = clients[0].1.clone();
+    for number in contoso_numbers.iter().take(10) {
+        let busy: Vec<_> = (0..32)
+            .map(|_| {
+                let mut client = clients[1].1.clone();
+                let number = fabrikam_numbers[0].clone();
+                tokio::spawn(
+                    async move { client.get_number(pb::GetNumberRequest { number }).await },
+                )
+            })
+            .collect();
+        let assigned = app.assign(number, "user-1").await;
+        let seen = contoso
+            .get_number(pb::GetNumberRequest {
+                number: number.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .telephone_number
+            .unwrap();
+        assert_eq!(seen.revision, assigned.revision);
+        assert_eq!(seen.status, pb::NumberStatus::Assigned as i32);
+        for call in busy {
+            call.await.unwrap().unwrap();
+        }
+    }
+}
