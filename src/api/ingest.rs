@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tonic::Status;
+use tracing::Instrument;
 
 use super::Authorizer;
 use super::limits::StreamPermit;
@@ -20,7 +22,7 @@ use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
 use crate::error::ApiResult;
 use crate::metrics::StreamMetrics;
-use crate::store::{LogRecord, Store};
+use crate::store::{Encoded, LogRecord, Store};
 
 /// Valid records are committed once this many are pending (each commit costs a few ms).
 const COMMIT_EVERY: usize = 2_000;
@@ -33,8 +35,8 @@ pub(crate) struct Parsed<T> {
     pub result: Result<(CarrierId, T), Vec<Violation>>,
 }
 
-/// Where validated records go.
-pub(crate) trait Sink<T>: Sync {
+/// Where validated records go. Each commit runs in a task of its own, with a clone.
+pub(crate) trait Sink<T>: Clone + Send + Sync + 'static {
     /// The `kind` label of the records' metrics.
     const KIND: &'static str;
 
@@ -45,15 +47,16 @@ pub(crate) trait Sink<T>: Sync {
     ) -> impl Future<Output = ApiResult<Vec<IngestOutcome>>> + Send;
 }
 
-impl<T: LogRecord> Sink<T> for Store {
+impl<T: LogRecord> Sink<Encoded<T>> for Store {
     const KIND: &'static str = T::KIND.label();
 
-    async fn store(&self, batch: &[(CarrierId, T)]) -> ApiResult<Vec<IngestOutcome>> {
+    async fn store(&self, batch: &[(CarrierId, Encoded<T>)]) -> ApiResult<Vec<IngestOutcome>> {
         Ok(self.ingest(batch).await?)
     }
 }
 
 /// Durations of the one authenticated carrier that uploads them.
+#[derive(Clone)]
 pub(crate) struct DurationSink {
     pub store: Store,
     pub carrier: CarrierId,
@@ -66,7 +69,7 @@ impl Sink<CallDurationReport> for DurationSink {
         &self,
         batch: &[(CarrierId, CallDurationReport)],
     ) -> ApiResult<Vec<IngestOutcome>> {
-        let records: Vec<CallDurationReport> = batch.iter().map(|(_, r)| r.clone()).collect();
+        let records: Vec<&CallDurationReport> = batch.iter().map(|(_, r)| r).collect();
         Ok(self.store.report_durations(&self.carrier, &records).await?)
     }
 }
@@ -115,18 +118,20 @@ impl CarrierGuard {
         }
     }
 
-    /// Resolves with the refusal once the carrier is no longer active.
+    /// Resolves with the refusal once the carrier is no longer active. Cancel-safe: an epoch
+    /// is taken as checked only once its check completed, so a check cut short by the caller's
+    /// `select!` runs again on the next call.
     async fn revoked(&mut self) -> ApiError {
         loop {
-            if self.signals.changed().await.is_err() {
-                return std::future::pending().await;
-            }
             let epoch = self.signals.borrow_and_update().status_epoch;
             if epoch != self.status_epoch {
-                self.status_epoch = epoch;
                 if let Err(refused) = self.auth.active_carrier(&self.carrier).await {
                     return refused;
                 }
+                self.status_epoch = epoch;
+            }
+            if self.signals.changed().await.is_err() {
+                return std::future::pending().await;
             }
         }
     }
@@ -163,69 +168,129 @@ struct Pending<T> {
     origins: Vec<(i64, String)>,
 }
 
-/// Commits pending valid records and tallies their outcomes.
-async fn commit<T, K: Sink<T>>(
-    sink: &K,
-    metrics: &StreamMetrics,
-    pending: &mut Pending<T>,
-    tally: &mut Tally,
-) -> Result<(), ApiError> {
-    if pending.records.is_empty() {
-        return Ok(());
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            origins: Vec::new(),
+        }
     }
-    let started = std::time::Instant::now();
-    let outcomes = sink.store(&pending.records).await?;
-    tracing::debug!(
-        records = pending.records.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "batch committed"
-    );
-    let accepted_before = tally.accepted;
-    let rejected_before = tally.rejected;
-    for ((index, call_id), outcome) in pending.origins.drain(..).zip(outcomes) {
-        let (kind, field, description) = match outcome {
-            IngestOutcome::Accepted => {
-                tally.accepted += 1;
-                continue;
-            }
-            IngestOutcome::Duplicate => {
-                tally.duplicates += 1;
-                continue;
-            }
-            IngestOutcome::Conflict => (
-                RejectionKind::Conflict,
-                "",
-                "a different record is stored under this key; the stored record is kept",
-            ),
-            IngestOutcome::CarrierUnknown => (
-                RejectionKind::CarrierUnknown,
-                "carrier_id",
-                "no carrier with this id is registered",
-            ),
+}
+
+/// What a commit hands back: its batch, and the outcome of each record.
+type Committed<T> = (Pending<T>, ApiResult<Vec<IngestOutcome>>);
+
+/// The commits of one stream: at most one runs at a time, in a task of its own, while the
+/// stream goes on being read and validated (two cores share the work); each starts only
+/// after the one before it completed, so a key sent twice in one stream is stored by the
+/// earlier commit and met by the later one.
+struct Commits<'a, T, K> {
+    sink: &'a K,
+    metrics: &'a StreamMetrics,
+    running: Option<JoinHandle<Committed<T>>>,
+}
+
+impl<'a, T: Send + Sync + 'static, K: Sink<T>> Commits<'a, T, K> {
+    /// Starts committing `batch` once the commit running (if any) has completed and been
+    /// tallied.
+    async fn start(&mut self, batch: Pending<T>, tally: &mut Tally) -> ApiResult<()> {
+        self.finish(tally).await?;
+        if batch.records.is_empty() {
+            return Ok(());
+        }
+        let sink = self.sink.clone();
+        let commit = async move {
+            let started = std::time::Instant::now();
+            let outcomes = sink.store(&batch.records).await;
+            tracing::debug!(
+                records = batch.records.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "batch committed"
+            );
+            (batch, outcomes)
         };
-        tally.reject(Rejection {
-            index,
-            call_id,
-            field: field.to_owned(),
-            kind,
-            description: description.to_owned(),
-        });
+        self.running = Some(tokio::spawn(commit.in_current_span()));
+        Ok(())
     }
-    metrics.ingested(
-        K::KIND,
-        u64::try_from(tally.accepted - accepted_before).unwrap_or(0),
-        u64::try_from(tally.rejected - rejected_before).unwrap_or(0),
-    );
-    pending.records.clear();
-    Ok(())
+
+    /// Waits for the commit running, if any, and tallies its outcomes.
+    async fn finish(&mut self, tally: &mut Tally) -> ApiResult<()> {
+        if let Some(running) = self.running.take() {
+            let (batch, outcomes) = joined(running.await)?;
+            self.settle(batch, outcomes?, tally);
+        }
+        Ok(())
+    }
+
+    /// Commits `batch` after the one running, and waits for both.
+    async fn flush(&mut self, batch: Pending<T>, tally: &mut Tally) -> ApiResult<()> {
+        self.start(batch, tally).await?;
+        self.finish(tally).await
+    }
+
+    /// Resolves when the running commit completes (never while none runs). Cancel-safe: the
+    /// commit runs on in its task, and its handle stays here.
+    async fn completed(&mut self) -> ApiResult<Committed<T>> {
+        match self.running.as_mut() {
+            Some(running) => joined(running.await),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Tallies the outcomes of a committed batch.
+    fn settle(&self, batch: Pending<T>, outcomes: Vec<IngestOutcome>, tally: &mut Tally) {
+        let accepted_before = tally.accepted;
+        let rejected_before = tally.rejected;
+        for ((index, call_id), outcome) in batch.origins.into_iter().zip(outcomes) {
+            let (kind, field, description) = match outcome {
+                IngestOutcome::Accepted => {
+                    tally.accepted += 1;
+                    continue;
+                }
+                IngestOutcome::Duplicate => {
+                    tally.duplicates += 1;
+                    continue;
+                }
+                IngestOutcome::Conflict => (
+                    RejectionKind::Conflict,
+                    "",
+                    "a different record is stored under this key; the stored record is kept",
+                ),
+                IngestOutcome::CarrierUnknown => (
+                    RejectionKind::CarrierUnknown,
+                    "carrier_id",
+                    "no carrier with this id is registered",
+                ),
+            };
+            tally.reject(Rejection {
+                index,
+                call_id,
+                field: field.to_owned(),
+                kind,
+                description: description.to_owned(),
+            });
+        }
+        self.metrics.ingested(
+            K::KIND,
+            u64::try_from(tally.accepted - accepted_before).unwrap_or(0),
+            u64::try_from(tally.rejected - rejected_before).unwrap_or(0),
+        );
+    }
+}
+
+/// A commit's task as it ended; a panic in it is an internal error.
+fn joined<T>(ended: Result<Committed<T>, tokio::task::JoinError>) -> ApiResult<Committed<T>> {
+    ended.map_err(|e| ApiError::Internal(format!("commit task: {e}")))
 }
 
 /// Reads a client stream of batches, validating each record with `parse`, committing valid
-/// ones every [`COMMIT_EVERY`] records and at the end. A stream that breaks (an error from the
+/// ones every [`COMMIT_EVERY`] records and at the end. A batch commits while the stream goes
+/// on being read and validated; the tally counts a record only once its commit completed,
+/// and the stream is answered only after every commit. A stream that breaks (an error from the
 /// client or the connection), goes quiet past its idle bound or past its record bound commits
 /// the valid records it received, then ends with that error; the client's retry of the whole
-/// stream converges, committed records counting as duplicates. A suspension ends it at once,
-/// keeping only what was committed before.
+/// stream converges, committed records counting as duplicates. A suspension ends it once the
+/// commit running (if any) completes, keeping only what was committed.
 pub(crate) async fn ingest_stream<M, T, S, K>(
     sink: &K,
     mut ingestion: Ingestion,
@@ -234,6 +299,7 @@ pub(crate) async fn ingest_stream<M, T, S, K>(
 ) -> Result<Tally, Status>
 where
     S: Stream<Item = Result<M, Status>> + Unpin,
+    T: Send + Sync + 'static,
     K: Sink<T>,
 {
     let metrics = ingestion.metrics.clone();
@@ -241,36 +307,54 @@ where
     let _permit = ingestion.permit.take();
     let bounds = ingestion.bounds;
     let mut tally = Tally::default();
-    let mut pending = Pending {
-        records: Vec::new(),
-        origins: Vec::new(),
+    let mut pending = Pending::default();
+    let mut commits = Commits {
+        sink,
+        metrics: &metrics,
+        running: None,
     };
     let mut index: i64 = 0;
     loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout(bounds.idle, stream.next()) => next,
-            refused = suspended(ingestion.guard.as_mut()) => {
-                tracing::info!(received = tally.received, "upload ended by the carrier's status");
-                return Err(refused.into());
+        let quiet_until = tokio::time::Instant::now() + bounds.idle;
+        let next = loop {
+            tokio::select! {
+                next = tokio::time::timeout_at(quiet_until, stream.next()) => break next,
+                committed = commits.completed() => {
+                    commits.running = None;
+                    let (batch, outcomes) = committed?;
+                    commits.settle(batch, outcomes?, &mut tally);
+                }
+                refused = suspended(ingestion.guard.as_mut()) => {
+                    // What is being committed completes: the stream ends with its state known.
+                    let _ = commits.finish(&mut tally).await;
+                    tracing::info!(received = tally.received, "upload ended by the carrier's status");
+                    return Err(refused.into());
+                }
             }
         };
         let message = match next {
             Err(_) => {
-                commit(sink, &metrics, &mut pending, &mut tally).await?;
+                commits
+                    .flush(std::mem::take(&mut pending), &mut tally)
+                    .await?;
                 metrics.limited("upload_idle");
                 return Err(ApiError::upload_idle(bounds.idle, &tally).into());
             }
             Ok(None) => break,
             Ok(Some(Ok(message))) => message,
             Ok(Some(Err(status))) => {
-                commit(sink, &metrics, &mut pending, &mut tally).await?;
+                commits
+                    .flush(std::mem::take(&mut pending), &mut tally)
+                    .await?;
                 tracing::info!(received = tally.received, error = %status, "ingestion stream broke");
                 return Err(status);
             }
         };
         for parsed in parse(message) {
             if u64::try_from(tally.received).unwrap_or(u64::MAX) >= bounds.max_records {
-                commit(sink, &metrics, &mut pending, &mut tally).await?;
+                commits
+                    .flush(std::mem::take(&mut pending), &mut tally)
+                    .await?;
                 metrics.limited("upload_too_large");
                 return Err(ApiError::upload_too_large(bounds.max_records, &tally).into());
             }
@@ -302,10 +386,12 @@ where
             index += 1;
         }
         if pending.records.len() >= COMMIT_EVERY {
-            commit(sink, &metrics, &mut pending, &mut tally).await?;
+            commits
+                .start(std::mem::take(&mut pending), &mut tally)
+                .await?;
         }
     }
-    commit(sink, &metrics, &mut pending, &mut tally).await?;
+    commits.flush(pending, &mut tally).await?;
     tally.settle();
     tracing::info!(
         received = tally.received,

@@ -30,7 +30,7 @@ use crate::metrics::StreamMetrics;
 use crate::pb::v1 as pb;
 use crate::pb::v1::platform_service_server::PlatformService;
 use crate::retention::RetentionPolicy;
-use crate::store::Store;
+use crate::store::{Encoded, Store};
 use crate::wire::numbers::{carrier_status_from_pb, parse_capabilities, usage_from_pb};
 use crate::wire::records::{call_record_from_pb, quality_record_from_pb};
 use crate::wire::summary::ingestion_summary;
@@ -461,7 +461,11 @@ impl PlatformService for PlatformApi {
                     .records
                     .into_iter()
                     .map(|r| (r.carrier_id, r.record));
-                parse_carrier_batch(records, |r| &r.call_id, call_record_from_pb)
+                parse_carrier_batch(
+                    records,
+                    |r| &r.call_id,
+                    |r| call_record_from_pb(r).map(Encoded::new),
+                )
             },
         )
         .await;
@@ -487,7 +491,11 @@ impl PlatformService for PlatformApi {
                     .records
                     .into_iter()
                     .map(|r| (r.carrier_id, r.record));
-                parse_carrier_batch(records, |r| &r.call_id, quality_record_from_pb)
+                parse_carrier_batch(
+                    records,
+                    |r| &r.call_id,
+                    |r| quality_record_from_pb(r).map(Encoded::new),
+                )
             },
         )
         .await;

@@ -51,7 +51,7 @@ pub(super) fn columns<E: EntityTrait>() -> usize {
 }
 
 /// How an ingestion attempt learns which keys are stored already.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Lookup {
     /// Assume none is: insert, and give up (roll back) if some row was not inserted.
     AssumeNew,

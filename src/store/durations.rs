@@ -56,7 +56,7 @@ fn decode_tally(json: &str) -> Result<Tally, StoreError> {
 }
 
 /// Whether no call id occurs twice in `batch`.
-fn distinct_call_ids(batch: &[CallDurationReport]) -> bool {
+fn distinct_call_ids(batch: &[&CallDurationReport]) -> bool {
     let mut ids: Vec<&str> = batch.iter().map(|r| r.call_id().as_str()).collect();
     ids.sort_unstable();
     ids.windows(2).all(|w| w[0] != w[1])
@@ -69,7 +69,7 @@ impl Store {
     pub async fn report_durations(
         &self,
         carrier: &CarrierId,
-        batch: &[CallDurationReport],
+        batch: &[&CallDurationReport],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         // As for records (see `Store::ingest`): first assume every call id is new, and
         // classify key by key only when one was not.
@@ -93,7 +93,7 @@ impl Store {
     async fn report_durations_once(
         &self,
         carrier: &CarrierId,
-        batch: &[CallDurationReport],
+        batch: &[&CallDurationReport],
         lookup: Lookup,
     ) -> Result<Attempt<Option<Vec<IngestOutcome>>>, StoreError> {
         let tx = self.begin_write().await?;
@@ -114,8 +114,8 @@ impl Store {
         }
         let received_time_ms = now_ms();
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut rows: Vec<(String, call_duration::ActiveModel)> = Vec::new();
-        for record in batch {
+        let mut new: Vec<(&CallDurationReport, String)> = Vec::with_capacity(batch.len());
+        for &record in batch {
             let json = serde_json::to_string(record)
                 .map_err(|e| StoreError::Corrupt(format!("encoding duration: {e}")))?;
             let outcome = match stored.get(record.call_id().as_str()) {
@@ -124,28 +124,33 @@ impl Store {
                 }
                 Some(_) => IngestOutcome::Conflict,
                 None => {
-                    stored.insert(record.call_id().as_str().to_owned(), json.clone());
-                    rows.push((
-                        record.call_id().as_str().to_owned(),
-                        call_duration::ActiveModel {
-                            carrier_id: Set(carrier.to_string()),
-                            call_id: Set(record.call_id().as_str().to_owned()),
-                            tenant_id: Set(record.tenant_id().as_str().to_owned()),
-                            start_time_ms: Set(record.start_time_ms()),
-                            duration_ms: Set(record.duration_ms()),
-                            received_time_ms: Set(received_time_ms),
-                            record: Set(json),
-                        },
-                    ));
+                    // A later record of the batch under the same call id meets this one. When
+                    // assuming every key new, the batch has none.
+                    if lookup == Lookup::Existing {
+                        stored.insert(record.call_id().as_str().to_owned(), json.clone());
+                    }
+                    new.push((record, json));
                     IngestOutcome::Accepted
                 }
             };
             outcomes.push(outcome);
         }
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        new.sort_unstable_by(|a, b| a.0.call_id().as_str().cmp(b.0.call_id().as_str()));
+        let carrier_id = carrier.to_string();
+        let rows: Vec<call_duration::ActiveModel> = new
+            .into_iter()
+            .map(|(record, json)| call_duration::ActiveModel {
+                carrier_id: Set(carrier_id.clone()),
+                call_id: Set(record.call_id().as_str().to_owned()),
+                tenant_id: Set(record.tenant_id().as_str().to_owned()),
+                start_time_ms: Set(record.start_time_ms()),
+                duration_ms: Set(record.duration_ms()),
+                received_time_ms: Set(received_time_ms),
+                record: Set(json),
+            })
+            .collect();
         let expected = rows.len() as u64;
         let mut inserted = 0;
-        let rows = rows.into_iter().map(|(_, row)| row);
         for chunk in per_statement(rows, columns::<call_duration::Entity>()) {
             inserted += call_duration::Entity::insert_many(chunk)
                 .on_conflict(

@@ -34,7 +34,7 @@ mod redaction;
 
 pub(crate) use erasure::Erased;
 pub use failure::Constraint;
-pub(crate) use records::LogRecord;
+pub(crate) use records::{Encoded, LogRecord};
 
 /// Advisory-lock key taken while migrating on PostgreSQL, so instances starting together do
 /// not race (ASCII "opcnmigr").

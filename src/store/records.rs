@@ -99,7 +99,7 @@ pub(crate) struct StoredRow {
 }
 
 /// A new row of table `L` with its key, so that rows can be inserted in key order.
-type KeyedRow<L> = ((String, String), <L as EntityTrait>::ActiveModel);
+type KeyedRow<'a, L> = (&'a (String, String), <L as EntityTrait>::ActiveModel);
 
 /// Stored key → (carrier, encoding) for the keys of a batch.
 async fn existing<L: RecordTable, C: ConnectionTrait>(
@@ -142,9 +142,29 @@ fn log_query<L: RecordTable>(
     query.order_by_asc(L::POSITION)
 }
 
+/// A valid record with its key and its stored encoding, made before its batch is committed
+/// (while the stream that brought it is still being read), so that the commit, which holds
+/// the log's write lock, does as little as it can.
+pub(crate) struct Encoded<T> {
+    record: T,
+    key: (String, String),
+    bytes: Vec<u8>,
+}
+
+impl<T: LogRecord> Encoded<T> {
+    /// `record` with its key and encoding.
+    pub(crate) fn new(record: T) -> Self {
+        Self {
+            key: record.key(),
+            bytes: record.wire().encode_to_vec(),
+            record,
+        }
+    }
+}
+
 /// Whether no key occurs twice in `batch`.
-fn distinct_keys<T: LogRecord>(batch: &[(CarrierId, T)]) -> bool {
-    let mut keys: Vec<(String, String)> = batch.iter().map(|(_, r)| r.key()).collect();
+fn distinct_keys<T>(batch: &[(CarrierId, Encoded<T>)]) -> bool {
+    let mut keys: Vec<&(String, String)> = batch.iter().map(|(_, r)| &r.key).collect();
     keys.sort_unstable();
     keys.windows(2).all(|w| w[0] != w[1])
 }
@@ -159,7 +179,7 @@ impl Store {
     /// batch) it rolls back, and the batch is classified key by key.
     pub(crate) async fn ingest<T: LogRecord>(
         &self,
-        batch: &[(CarrierId, T)],
+        batch: &[(CarrierId, Encoded<T>)],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         if distinct_keys(batch)
             && let Some(outcomes) =
@@ -177,7 +197,7 @@ impl Store {
     /// was stored already (nothing was written).
     async fn ingest_once<T: LogRecord>(
         &self,
-        batch: &[(CarrierId, T)],
+        batch: &[(CarrierId, Encoded<T>)],
         lookup: Lookup,
     ) -> Result<Attempt<Option<Vec<IngestOutcome>>>, StoreError> {
         let mut outcomes = vec![IngestOutcome::CarrierUnknown; batch.len()];
@@ -193,20 +213,22 @@ impl Store {
         for (id, known) in carriers.iter_mut() {
             *known = take_positions::<T::Table, _>(&tx, id, 0).await?.is_some();
         }
-        let keys: Vec<(String, String)> = batch.iter().map(|(_, r)| r.key()).collect();
         let mut stored = match lookup {
-            Lookup::Existing => existing::<T::Table, _>(&tx, &keys).await?,
+            Lookup::Existing => {
+                let keys: Vec<(String, String)> =
+                    batch.iter().map(|(_, r)| r.key.clone()).collect();
+                existing::<T::Table, _>(&tx, &keys).await?
+            }
             Lookup::AssumeNew => HashMap::new(),
         };
-        let mut new_by_carrier: BTreeMap<&str, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
-        for (i, ((carrier, record), key)) in batch.iter().zip(keys).enumerate() {
+        let mut new_by_carrier: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, (carrier, record)) in batch.iter().enumerate() {
             if !carriers.get(carrier.as_str()).copied().unwrap_or(false) {
                 continue;
             }
-            let wire = record.wire();
-            outcomes[i] = match stored.get(&key) {
+            outcomes[i] = match stored.get(&record.key) {
                 Some((owner, encoded)) if owner == carrier.as_str() => {
-                    if same_encoded(encoded, &wire)? {
+                    if same_encoded(encoded, &record.record.wire())? {
                         IngestOutcome::Duplicate
                     } else {
                         IngestOutcome::Conflict
@@ -214,34 +236,36 @@ impl Store {
                 }
                 Some(_) => IngestOutcome::Conflict,
                 None => {
-                    let encoded = wire.encode_to_vec();
                     // Later records of this batch with the same key compare against this one.
-                    stored.insert(key, (carrier.to_string(), encoded.clone()));
-                    new_by_carrier
-                        .entry(carrier.as_str())
-                        .or_default()
-                        .push((i, encoded));
+                    // When assuming every key new, the batch has no such record.
+                    if lookup == Lookup::Existing {
+                        stored.insert(
+                            record.key.clone(),
+                            (carrier.to_string(), record.bytes.clone()),
+                        );
+                    }
+                    new_by_carrier.entry(carrier.as_str()).or_default().push(i);
                     IngestOutcome::Accepted
                 }
             };
         }
         let ingest_time_ms = now_ms();
         let mut published = Vec::new();
-        let mut rows: Vec<KeyedRow<T::Table>> = Vec::new();
+        let mut rows: Vec<KeyedRow<'_, T::Table>> = Vec::with_capacity(batch.len());
         for (carrier_id, records) in new_by_carrier {
             let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
             let Some(row) = take_positions::<T::Table, _>(&tx, carrier_id, n).await? else {
                 continue;
             };
             let latest = T::Table::bounds(&row).latest;
-            for ((i, encoded), cursor) in records.into_iter().zip(latest - n + 1..) {
+            for (i, cursor) in records.into_iter().zip(latest - n + 1..) {
                 let place = Place {
                     carrier_id: carrier_id.to_owned(),
                     cursor,
                     ingest_time_ms,
                 };
                 let record = &batch[i].1;
-                rows.push((record.key(), record.row(place, encoded)));
+                rows.push((&record.key, record.record.row(place, record.bytes.clone())));
             }
             let notice = (T::Table::NOTICE)(carrier_id.to_owned(), latest);
             notify(&tx, &notice).await?;
@@ -251,7 +275,8 @@ impl Store {
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let expected = rows.len() as u64;
         let mut inserted = 0;
-        for chunk in per_statement(rows.into_iter().map(|(_, row)| row), columns::<T::Table>()) {
+        let rows: Vec<_> = rows.into_iter().map(|(_, row)| row).collect();
+        for chunk in per_statement(rows, columns::<T::Table>()) {
             inserted += T::Table::insert_many(chunk)
                 .on_conflict(
                     OnConflict::columns(T::Table::KEY.iter().copied())
