@@ -24,6 +24,10 @@ pub struct CarrierSignal {
     pub erased_epoch: u64,
 }
 
+/// A carrier with more open streams than this is woken from a task of its own (see
+/// [`Feed::announce`]).
+const WAKE_INLINE_UP_TO: usize = 32;
+
 /// Per-carrier wake-ups; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Feed {
@@ -52,7 +56,7 @@ impl Feed {
 
     /// Announces that `carrier`'s number revision is now at least `revision`.
     pub fn publish(&self, carrier: &str, revision: i64) {
-        self.sender(carrier).send_if_modified(|signal| {
+        self.announce(carrier, move |signal| {
             let newer = revision > signal.revision;
             if newer {
                 signal.revision = revision;
@@ -63,7 +67,7 @@ impl Feed {
 
     /// Announces that `carrier`'s call-record (or quality-record) log now reaches `cursor`.
     pub fn publish_records(&self, carrier: &str, quality: bool, cursor: i64) {
-        self.sender(carrier).send_if_modified(|signal| {
+        self.announce(carrier, move |signal| {
             let slot = if quality {
                 &mut signal.quality_record_cursor
             } else {
@@ -75,6 +79,29 @@ impl Feed {
             }
             newer
         });
+    }
+
+    /// Applies `modify` to `carrier`'s signal, waking its streams if it changed anything.
+    /// Waking a stream is cheap but not free: a carrier with more than [`WAKE_INLINE_UP_TO`]
+    /// streams is woken from a task of its own, so that the writer who committed answers its
+    /// caller without first waking them all (1,000 watchers: several ms, in the writer's
+    /// task). Positions only grow, so announcements that overtake each other are harmless.
+    fn announce(
+        &self,
+        carrier: &str,
+        modify: impl FnOnce(&mut CarrierSignal) -> bool + Send + 'static,
+    ) {
+        let sender = self.sender(carrier);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if sender.receiver_count() > WAKE_INLINE_UP_TO => {
+                runtime.spawn(async move {
+                    sender.send_if_modified(modify);
+                });
+            }
+            _ => {
+                sender.send_if_modified(modify);
+            }
+        }
     }
 
     /// Wakes every stream of every carrier: they re-check their carrier and re-read the
