@@ -249,12 +249,12 @@ pub async fn insert_durations(url: &str, durations: &[pb::CallDuration]) -> Resu
 }
 
 /// Reads every call record of the bench carrier from the database at `url` with one plain
-/// query in cursor order, every column of every row decoded (what the server's pages read);
-/// returns the rows read and the time taken.
+/// query in cursor order, decoding the columns the server's pages read (cursor, tenant,
+/// start time, encoding); returns the rows read and the time taken.
 pub async fn read_call_records(url: &str) -> Result<(usize, Duration)> {
     let db = connect(url).await?;
     let query = Query::select()
-        .columns(CALL_RECORD_COLUMNS)
+        .columns(["cursor", "tenant_id", "start_time_ms", "encoded"])
         .from("call_records")
         .and_where(Expr::col("carrier_id").eq(CARRIER))
         .order_by("cursor", Order::Asc)
@@ -265,15 +265,9 @@ pub async fn read_call_records(url: &str) -> Result<(usize, Duration)> {
     let mut last_cursor = 0;
     while let Some(row) = rows.next().await {
         let row = row?;
-        let _carrier: String = row.try_get("", "carrier_id")?;
         let cursor: i64 = row.try_get("", "cursor")?;
-        let _call_id: String = row.try_get("", "call_id")?;
         let _tenant: String = row.try_get("", "tenant_id")?;
         let _start: i64 = row.try_get("", "start_time_ms")?;
-        let _ingested: i64 = row.try_get("", "ingest_time_ms")?;
-        let _duration: i64 = row.try_get("", "duration_ms")?;
-        let _successful: bool = row.try_get("", "successful")?;
-        let _number: String = row.try_get("", "tenant_number")?;
         let _record: Vec<u8> = row.try_get("", "encoded")?;
         anyhow::ensure!(cursor > last_cursor, "rows out of cursor order");
         last_cursor = cursor;

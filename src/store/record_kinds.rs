@@ -59,8 +59,6 @@ impl RecordTable for call_record::Entity {
             carrier_id: row.carrier_id,
             cursor: row.cursor,
             key: (row.call_id, String::new()),
-            tenant_id: row.tenant_id,
-            start_time_ms: row.start_time_ms,
             encoded: row.encoded,
         }
     }
@@ -121,8 +119,6 @@ impl RecordTable for quality_record::Entity {
             carrier_id: row.carrier_id,
             cursor: row.cursor,
             key: (row.call_id, row.stream_id),
-            tenant_id: row.tenant_id,
-            start_time_ms: row.start_time_ms,
             encoded: row.encoded,
         }
     }

@@ -88,13 +88,11 @@ pub(crate) trait RecordTable: GaplessLog<Model: Sync, ActiveModel: Send + Sync> 
     fn stored(row: Self::Model) -> StoredRow;
 }
 
-/// A stored record row: its place, its key, what filters see and the record as stored.
+/// A stored record row: its place, its key and the record as stored.
 pub(crate) struct StoredRow {
     pub carrier_id: String,
     pub cursor: i64,
     pub key: (String, String),
-    pub tenant_id: String,
-    pub start_time_ms: i64,
     pub encoded: Vec<u8>,
 }
 
@@ -334,27 +332,36 @@ impl Store {
         // a page instead of 0.35). With filters, a page may hold fewer rows than `limit`.
         let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
         let through = bounds.latest.min(after.saturating_add(limit_i64));
-        let rows: Vec<StoredRow> = log_query::<T::Table>(carrier, (after, through), filter)
-            .limit(limit)
-            .all(&tx)
-            .await?
-            .into_iter()
-            .map(T::Table::stored)
-            .collect();
+        // Only what a stream uses: every other column would be decoded for nothing.
+        let rows: Vec<(i64, String, i64, Vec<u8>)> =
+            log_query::<T::Table>(carrier, (after, through), filter)
+                .select_only()
+                .columns([
+                    T::Table::POSITION,
+                    T::Table::TENANT,
+                    T::Table::START_TIME,
+                    T::Table::ENCODED,
+                ])
+                .limit(limit)
+                .into_tuple()
+                .all(&tx)
+                .await?;
         tx.commit().await?;
         let full = rows.len() as u64 >= limit;
         let next_cursor = match rows.last() {
-            Some(row) if full => row.cursor,
+            Some(row) if full => row.0,
             _ => std::cmp::max(through, after),
         };
         let records = rows
             .into_iter()
-            .map(|row| EncodedRecord {
-                cursor: row.cursor,
-                tenant_id: row.tenant_id,
-                start_time_ms: row.start_time_ms,
-                encoded: row.encoded.into(),
-            })
+            .map(
+                |(cursor, tenant_id, start_time_ms, encoded)| EncodedRecord {
+                    cursor,
+                    tenant_id,
+                    start_time_ms,
+                    encoded: encoded.into(),
+                },
+            )
             .collect();
         Ok(RecordPage {
             records,
