@@ -66,10 +66,10 @@ impl NumberReads {
             number: number.clone(),
             reply,
         };
-        if queue.send(lookup).await.is_ok() {
-            if let Ok(reply) = answer.await {
-                return reply;
-            }
+        if queue.send(lookup).await.is_ok()
+            && let Ok(reply) = answer.await
+        {
+            return reply;
         }
         // The reader's task is gone (the runtime that started it has ended): read alone.
         let mut rows = read(db, &[number.as_str()]).await?;

@@ -270,7 +270,7 @@ impl Store {
             published.push(notice);
         }
         // One global order of keys: concurrent batches sharing keys wait in the same order.
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let expected = rows.len() as u64;
         let mut inserted = 0;
         let rows: Vec<_> = rows.into_iter().map(|(_, row)| row).collect();
