@@ -14,14 +14,14 @@ use super::ingest::{
 };
 use super::reconciliation::{DiscrepancySource, parse_classes, parse_recon};
 use super::stream::{ServerStream, Streams};
-use crate::domain::Violations;
 use crate::domain::durations::Rejection;
 use crate::domain::ids::parse_opaque_id;
+use crate::domain::{Violation, Violations};
 use crate::error::ApiError;
 use crate::metrics::StreamMetrics;
 use crate::pb::v1 as pb;
 use crate::pb::v1::call_duration_service_server::CallDurationService;
-use crate::store::Store;
+use crate::store::{EncodedDuration, Store};
 use crate::wire::records::call_duration_from_pb;
 use crate::wire::summary::upload_summary;
 
@@ -124,7 +124,11 @@ impl CallDurationService for CallDurationApi {
                     .iter()
                     .map(|r| Parsed {
                         call_id: Rejection::echo(&r.call_id),
-                        result: call_duration_from_pb(r).map(|d| (carrier_id.clone(), d)),
+                        result: call_duration_from_pb(r).and_then(|d| {
+                            let encoded = EncodedDuration::new(d)
+                                .map_err(|e| vec![Violation::new("record", e.to_string())])?;
+                            Ok((carrier_id.clone(), encoded))
+                        }),
                     })
                     .collect()
             },

@@ -17,12 +17,12 @@ use crate::feed::{CarrierSignal, Feed};
 
 use crate::domain::Violation;
 use crate::domain::durations::IngestOutcome;
-use crate::domain::durations::{CallDurationReport, Rejection, RejectionKind, Tally};
+use crate::domain::durations::{Rejection, RejectionKind, Tally};
 use crate::domain::ids::CarrierId;
 use crate::error::ApiError;
 use crate::error::ApiResult;
 use crate::metrics::StreamMetrics;
-use crate::store::{Encoded, LogRecord, Store};
+use crate::store::{Encoded, EncodedDuration, LogRecord, Store};
 
 /// Valid records are committed once this many are pending (each commit costs a few ms).
 const COMMIT_EVERY: usize = 2_000;
@@ -62,14 +62,11 @@ pub(crate) struct DurationSink {
     pub carrier: CarrierId,
 }
 
-impl Sink<CallDurationReport> for DurationSink {
+impl Sink<EncodedDuration> for DurationSink {
     const KIND: &'static str = "call_durations";
 
-    async fn store(
-        &self,
-        batch: &[(CarrierId, CallDurationReport)],
-    ) -> ApiResult<Vec<IngestOutcome>> {
-        let records: Vec<&CallDurationReport> = batch.iter().map(|(_, r)| r).collect();
+    async fn store(&self, batch: &[(CarrierId, EncodedDuration)]) -> ApiResult<Vec<IngestOutcome>> {
+        let records: Vec<&EncodedDuration> = batch.iter().map(|(_, r)| r).collect();
         Ok(self.store.report_durations(&self.carrier, &records).await?)
     }
 }

@@ -56,8 +56,25 @@ fn decode_tally(json: &str) -> Result<Tally, StoreError> {
 }
 
 /// Whether no call id occurs twice in `batch`.
-fn distinct_call_ids(batch: &[&CallDurationReport]) -> bool {
-    let mut ids: Vec<&str> = batch.iter().map(|r| r.call_id().as_str()).collect();
+/// A valid duration with its stored form (JSON), made when it is validated (while the upload
+/// is still being read), so that the commit, which holds the write lock, does as little as
+/// it can.
+pub(crate) struct EncodedDuration {
+    report: CallDurationReport,
+    json: String,
+}
+
+impl EncodedDuration {
+    /// `report` with its stored form.
+    pub(crate) fn new(report: CallDurationReport) -> Result<Self, StoreError> {
+        let json = serde_json::to_string(&report)
+            .map_err(|e| StoreError::Corrupt(format!("encoding duration: {e}")))?;
+        Ok(Self { report, json })
+    }
+}
+
+fn distinct_call_ids(batch: &[&EncodedDuration]) -> bool {
+    let mut ids: Vec<&str> = batch.iter().map(|r| r.report.call_id().as_str()).collect();
     ids.sort_unstable();
     ids.windows(2).all(|w| w[0] != w[1])
 }
@@ -66,10 +83,10 @@ impl Store {
     /// Stores a batch of one carrier's durations exactly once per (carrier, call id): new
     /// records are inserted with one multi-row statement per chunk, identical resends count as
     /// duplicates, different content under a stored call id as conflicts.
-    pub async fn report_durations(
+    pub(crate) async fn report_durations(
         &self,
         carrier: &CarrierId,
-        batch: &[&CallDurationReport],
+        batch: &[&EncodedDuration],
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         // As for records (see `Store::ingest`): first assume every call id is new, and
         // classify key by key only when one was not.
@@ -93,13 +110,13 @@ impl Store {
     async fn report_durations_once(
         &self,
         carrier: &CarrierId,
-        batch: &[&CallDurationReport],
+        batch: &[&EncodedDuration],
         lookup: Lookup,
     ) -> Result<Attempt<Option<Vec<IngestOutcome>>>, StoreError> {
         let tx = self.begin_write().await?;
         let mut stored: HashMap<String, String> = HashMap::new();
         let ids: Vec<&str> = match lookup {
-            Lookup::Existing => batch.iter().map(|r| r.call_id().as_str()).collect(),
+            Lookup::Existing => batch.iter().map(|r| r.report.call_id().as_str()).collect(),
             Lookup::AssumeNew => Vec::new(),
         };
         for chunk in per_statement(ids, 1) {
@@ -114,12 +131,11 @@ impl Store {
         }
         let received_time_ms = now_ms();
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut new: Vec<(&CallDurationReport, String)> = Vec::with_capacity(batch.len());
-        for &record in batch {
-            let json = serde_json::to_string(record)
-                .map_err(|e| StoreError::Corrupt(format!("encoding duration: {e}")))?;
+        let mut new: Vec<&EncodedDuration> = Vec::with_capacity(batch.len());
+        for &encoded in batch {
+            let (record, json) = (&encoded.report, &encoded.json);
             let outcome = match stored.get(record.call_id().as_str()) {
-                Some(existing) if same_record(Stored::Duration, existing, &json) => {
+                Some(existing) if same_record(Stored::Duration, existing, json) => {
                     IngestOutcome::Duplicate
                 }
                 Some(_) => IngestOutcome::Conflict,
@@ -129,25 +145,27 @@ impl Store {
                     if lookup == Lookup::Existing {
                         stored.insert(record.call_id().as_str().to_owned(), json.clone());
                     }
-                    new.push((record, json));
+                    new.push(encoded);
                     IngestOutcome::Accepted
                 }
             };
             outcomes.push(outcome);
         }
-        new.sort_unstable_by(|a, b| a.0.call_id().as_str().cmp(b.0.call_id().as_str()));
+        new.sort_unstable_by(|a, b| a.report.call_id().as_str().cmp(b.report.call_id().as_str()));
         let carrier_id = carrier.to_string();
         let rows: Vec<call_duration::ActiveModel> = new
             .into_iter()
-            .map(|(record, json)| call_duration::ActiveModel {
-                carrier_id: Set(carrier_id.clone()),
-                call_id: Set(record.call_id().as_str().to_owned()),
-                tenant_id: Set(record.tenant_id().as_str().to_owned()),
-                start_time_ms: Set(record.start_time_ms()),
-                duration_ms: Set(record.duration_ms()),
-                received_time_ms: Set(received_time_ms),
-                record: Set(json),
-            })
+            .map(
+                |EncodedDuration { report, json }| call_duration::ActiveModel {
+                    carrier_id: Set(carrier_id.clone()),
+                    call_id: Set(report.call_id().as_str().to_owned()),
+                    tenant_id: Set(report.tenant_id().as_str().to_owned()),
+                    start_time_ms: Set(report.start_time_ms()),
+                    duration_ms: Set(report.duration_ms()),
+                    received_time_ms: Set(received_time_ms),
+                    record: Set(json.clone()),
+                },
+            )
             .collect();
         let expected = rows.len() as u64;
         let mut inserted = 0;
