@@ -98,7 +98,7 @@ impl Store {
         query
             .order_by_asc(A::Id)
             .limit(limit)
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?
             .into_iter()
             .map(event)
@@ -118,7 +118,7 @@ impl Store {
                 .order_by_asc(A::TimeMs)
                 .limit(batch)
                 .into_tuple()
-                .all(&self.db)
+                .all(&self.shared.db)
                 .await?;
             if ids.is_empty() {
                 return Ok(deleted);

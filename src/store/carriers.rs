@@ -96,7 +96,7 @@ impl Store {
 
     /// One carrier, if registered.
     pub async fn carrier(&self, id: &str) -> Result<Option<Carrier>, StoreError> {
-        by_key(carrier::Entity::find_by_id(id), &self.db)
+        by_key(carrier::Entity::find_by_id(id), &self.shared.db)
             .await?
             .map(Carrier::try_from)
             .transpose()
@@ -114,7 +114,7 @@ impl Store {
         }
         query
             .limit(limit)
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?
             .into_iter()
             .map(Carrier::try_from)
@@ -143,7 +143,7 @@ impl Store {
             .await?;
         notify(&tx, &Notice::Status(id.to_string())).await?;
         tx.commit().await?;
-        self.feed.carrier_changed(id.as_str());
+        self.shared.feed.carrier_changed(id.as_str());
         let model = updated
             .into_iter()
             .next()

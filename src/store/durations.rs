@@ -201,7 +201,7 @@ impl Store {
     ) -> Result<Option<StoredUpload>, StoreError> {
         by_key(
             upload::Entity::find_by_id((carrier.to_string(), upload_id.to_owned())),
-            &self.db,
+            &self.shared.db,
         )
         .await?
         .map(|row| {
@@ -245,7 +245,7 @@ impl Store {
                 .do_nothing()
                 .to_owned(),
         )
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.shared.db)
         .await?;
         Ok(Attempt::Committed(()))
     }
@@ -262,7 +262,7 @@ impl Store {
     ) -> Result<Vec<ReconRow>, StoreError> {
         use call_duration::Column as D;
         use call_record::Column as C;
-        let backend = self.db.get_database_backend();
+        let backend = self.shared.db.get_database_backend();
         let platform: SelectStatement = platform_calls_joined(window, after, limit)
             .column((call_record::Entity, C::TenantId))
             .column((call_record::Entity, C::Successful))
@@ -316,10 +316,10 @@ impl Store {
             .limit(limit)
             .to_owned();
         let platform_rows = PlatformJoinRow::find_by_statement(backend.build(&platform))
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?;
         let carrier_rows = CarrierJoinRow::find_by_statement(backend.build(&carrier_side))
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?;
         let mut rows: Vec<ReconRow> = platform_rows
             .into_iter()
@@ -375,9 +375,9 @@ impl Store {
             .and_where(Expr::col((call_record::Entity, C::TenantId)).eq(tenant.as_str()))
             .and_where(Expr::col((call_record::Entity, C::Successful)).eq(true))
             .to_owned();
-        let backend = self.db.get_database_backend();
+        let backend = self.shared.db.get_database_backend();
         Ok(UsageJoinRow::find_by_statement(backend.build(&query))
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?
             .into_iter()
             .map(|r| {
@@ -406,7 +406,7 @@ impl Store {
                 .filter(call_duration::Column::ReceivedTimeMs.lt(cutoff_ms))
                 .order_by_asc(call_duration::Column::ReceivedTimeMs)
                 .limit(batch)
-                .all(&self.db)
+                .all(&self.shared.db)
                 .await?
                 .into_iter()
                 .map(|r| (r.carrier_id, r.call_id))

@@ -78,7 +78,7 @@ impl Store {
         Ok(number::Entity::find()
             .filter(number::Column::TenantId.eq(tenant.as_str()))
             .filter(number::Column::Status.eq(ASSIGNED))
-            .count(&self.db)
+            .count(&self.shared.db)
             .await?)
     }
 
@@ -91,7 +91,7 @@ impl Store {
             .column(carrier::Column::CarrierId)
             .order_by_asc(carrier::Column::CarrierId)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?;
         let mut erased = Erased::default();
         for carrier_id in &carriers {
@@ -133,7 +133,9 @@ impl Store {
         loop {
             let done = batch(after.clone()).await?;
             if done.redacted > 0 {
-                self.feed.deliver(Notice::Erased(carrier_id.to_owned()));
+                self.shared
+                    .feed
+                    .deliver(Notice::Erased(carrier_id.to_owned()));
             }
             redacted += done.redacted;
             if !done.full {
@@ -338,7 +340,7 @@ impl Store {
             .filter(call_record::Column::CarrierId.eq(carrier_id))
             .filter(call_record::Column::TenantId.eq(tenant.as_str()))
             .into_tuple()
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?
             .into_iter()
             .collect();
@@ -349,7 +351,7 @@ impl Store {
                 .filter(call_duration::Column::CarrierId.eq(carrier_id))
                 .filter(call_duration::Column::TenantId.eq(tenant.as_str()))
                 .into_tuple::<String>()
-                .all(&self.db)
+                .all(&self.shared.db)
                 .await?,
         );
         if ids.is_empty() {

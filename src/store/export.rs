@@ -27,7 +27,7 @@ impl Store {
             .filter(number::Column::Number.gt(after))
             .order_by_asc(number::Column::Number)
             .limit(limit)
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?
             .iter()
             .map(|row| decode_state(&row.state))
@@ -48,7 +48,7 @@ impl Store {
             .filter(number_event::Column::Revision.gt(after))
             .order_by_asc(number_event::Column::Revision)
             .limit(limit)
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?
             .into_iter()
             .map(NumberEvent::try_from)
@@ -69,7 +69,7 @@ impl Store {
             .filter(call_duration::Column::CallId.gt(after))
             .order_by_asc(call_duration::Column::CallId)
             .limit(limit)
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?
             .into_iter()
             .map(|row| {

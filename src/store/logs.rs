@@ -110,7 +110,7 @@ impl Store {
             .select_only()
             .column(carrier::Column::CarrierId)
             .into_tuple()
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?;
         let mut deleted = 0;
         for carrier_id in carriers {
@@ -122,7 +122,7 @@ impl Store {
                     .filter(L::WRITTEN_AT.lt(cutoff_ms))
                     .order_by_desc(L::POSITION)
                     .into_tuple::<i64>()
-                    .one(&self.db)
+                    .one(&self.shared.db)
                     .await?
                 else {
                     break;

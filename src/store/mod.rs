@@ -2,6 +2,7 @@
 //! migrations. Repositories return domain types; sea-orm models never leave this module.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{
@@ -103,9 +104,16 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
 }
 
-/// Handle to the database; cheap to clone.
+/// Handle to the database; cheap to clone, and small: every stream holds one, so its state
+/// sits behind one `Arc` (a clone of the fields themselves was 144 bytes).
 #[derive(Clone, Debug)]
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+/// What every clone of a [`Store`] shares.
+#[derive(Debug)]
+struct Shared {
     db: DatabaseConnection,
     /// Where write transactions run: on SQLite (a file) a pool of one connection of its own,
     /// elsewhere `db`.
@@ -169,12 +177,14 @@ impl Store {
             None => db.clone(),
         };
         let store = Self {
-            writer,
-            db,
-            feed: Feed::default(),
-            postgres_url,
-            sqlite_file,
-            number_reads: number_reads::NumberReads::default(),
+            shared: Arc::new(Shared {
+                writer,
+                db,
+                feed: Feed::default(),
+                postgres_url,
+                sqlite_file,
+                number_reads: number_reads::NumberReads::default(),
+            }),
         };
         store.migrate().await?;
         Ok(store)
@@ -182,9 +192,9 @@ impl Store {
 
     /// Applies pending migrations; on PostgreSQL under a transaction-scoped advisory lock.
     async fn migrate(&self) -> Result<(), StoreError> {
-        match self.db.get_database_backend() {
+        match self.shared.db.get_database_backend() {
             DbBackend::Postgres => {
-                let tx = self.db.begin().await?;
+                let tx = self.shared.db.begin().await?;
                 tx.execute_unprepared(&format!(
                     "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
                 ))
@@ -192,7 +202,7 @@ impl Store {
                 migration::Migrator::up(&tx, None).await?;
                 tx.commit().await?;
             }
-            _ => migration::Migrator::up(&self.db, None).await?,
+            _ => migration::Migrator::up(&self.shared.db, None).await?,
         }
         Ok(())
     }
@@ -200,7 +210,8 @@ impl Store {
     /// Begins a write transaction. On SQLite it is IMMEDIATE: the write lock is taken at
     /// `BEGIN`, so a read-then-write never fails with "database is locked".
     async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        self.writer
+        self.shared
+            .writer
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
@@ -211,11 +222,12 @@ impl Store {
     /// Begins a read transaction that sees one consistent snapshot (REPEATABLE READ on
     /// PostgreSQL; a deferred transaction on SQLite, whose first read fixes the snapshot).
     async fn begin_snapshot(&self) -> Result<DatabaseTransaction, DbErr> {
-        let isolation = match self.db.get_database_backend() {
+        let isolation = match self.shared.db.get_database_backend() {
             DbBackend::Postgres => Some(IsolationLevel::RepeatableRead),
             _ => None,
         };
-        self.db
+        self.shared
+            .db
             .begin_with_options(TransactionOptions {
                 isolation_level: isolation,
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Deferred),
@@ -226,15 +238,15 @@ impl Store {
 
     /// The change notifications of this store's writes.
     pub fn feed(&self) -> &Feed {
-        &self.feed
+        &self.shared.feed
     }
 
     /// On PostgreSQL, listens for other instances' change notices on a dedicated connection
     /// and feeds them to local streams, until `stop`. After the connection drops, every stream
     /// is woken to re-read the database: a missed notice costs latency, never data.
     pub fn spawn_listener(&self, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
-        let url = self.postgres_url.clone()?;
-        let feed = self.feed.clone();
+        let url = self.shared.postgres_url.clone()?;
+        let feed = self.shared.feed.clone();
         Some(tokio::spawn(async move {
             tokio::select! {
                 () = stop.cancelled() => {}
@@ -253,7 +265,7 @@ impl Store {
         work: F,
     ) -> Result<Option<F::Output>, StoreError> {
         use sea_orm::sqlx::{Connection, Row, postgres::PgConnection};
-        let Some(url) = &self.postgres_url else {
+        let Some(url) = &self.shared.postgres_url else {
             return Ok(Some(work.await));
         };
         let db_err = |e: sea_orm::sqlx::Error| StoreError::Db(DbErr::Custom(e.to_string()));
@@ -280,13 +292,13 @@ impl Store {
 
     /// The pool's connections now: (idle, in use).
     pub(crate) fn pool_connections(&self) -> (u32, u32) {
-        let (size, idle) = match self.db.get_database_backend() {
+        let (size, idle) = match self.shared.db.get_database_backend() {
             DbBackend::Postgres => {
-                let pool = self.db.get_postgres_connection_pool();
+                let pool = self.shared.db.get_postgres_connection_pool();
                 (pool.size(), pool.num_idle())
             }
             _ => {
-                let pool = self.db.get_sqlite_connection_pool();
+                let pool = self.shared.db.get_sqlite_connection_pool();
                 (pool.size(), pool.num_idle())
             }
         };
@@ -302,8 +314,8 @@ impl Store {
     /// create an empty database). Cheap: one round trip, plus on SQLite one open and one read
     /// of the file's first page. The caller bounds it with a timeout.
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        self.db.execute_unprepared("SELECT 1").await?;
-        if let Some(path) = &self.sqlite_file {
+        self.shared.db.execute_unprepared("SELECT 1").await?;
+        if let Some(path) = &self.shared.sqlite_file {
             use sea_orm::sqlx::sqlite::SqliteConnectOptions;
             use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
             let db_err = |e: sea_orm::sqlx::Error| StoreError::Db(DbErr::Custom(e.to_string()));
@@ -325,10 +337,10 @@ impl Store {
 
     /// Closes the pools, waiting for connections in use to be returned.
     pub async fn close(self) -> Result<(), StoreError> {
-        if self.sqlite_file.is_some() {
-            self.writer.close().await?;
+        if self.shared.sqlite_file.is_some() {
+            self.shared.writer.close_by_ref().await?;
         }
-        Ok(self.db.close().await?)
+        Ok(self.shared.db.close_by_ref().await?)
     }
 }
 

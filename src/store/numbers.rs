@@ -253,7 +253,7 @@ impl Store {
             notify(&tx, &Notice::Revision(carrier.to_string(), revision)).await?;
         }
         tx.commit().await?;
-        self.feed.publish(carrier.as_str(), revision);
+        self.shared.feed.publish(carrier.as_str(), revision);
         let mut by_number: BTreeMap<String, NumberState> = unchanged;
         by_number.extend(stored.into_iter().map(|s| (s.number.to_string(), s)));
         Ok(Attempt::Committed(
@@ -266,7 +266,9 @@ impl Store {
 
     /// The carrier that owns `number`, if the number exists.
     pub async fn number_owner(&self, number: &E164) -> Result<Option<Carrier>, StoreError> {
-        let Some(row) = by_key(number::Entity::find_by_id(number.as_str()), &self.db).await? else {
+        let Some(row) =
+            by_key(number::Entity::find_by_id(number.as_str()), &self.shared.db).await?
+        else {
             return Ok(None);
         };
         self.carrier(&row.carrier_id).await
@@ -289,7 +291,7 @@ impl Store {
         transition: impl Fn(&NumberState) -> Result<Transition, TransitionError>,
     ) -> Result<Attempt<NumberState>, StoreError> {
         let not_found = || StoreError::NumberNotFound(number.to_string());
-        let owner = by_key(number::Entity::find_by_id(number.as_str()), &self.db)
+        let owner = by_key(number::Entity::find_by_id(number.as_str()), &self.shared.db)
             .await?
             .ok_or_else(not_found)?
             .carrier_id;
@@ -319,7 +321,7 @@ impl Store {
         };
         notify(&tx, &Notice::Revision(owner.clone(), revision)).await?;
         tx.commit().await?;
-        self.feed.publish(&owner, revision);
+        self.shared.feed.publish(&owner, revision);
         stored.pop().ok_or_else(not_found).map(Attempt::Committed)
     }
 
@@ -410,7 +412,7 @@ impl Store {
         }
         tx.commit().await?;
         for (carrier_id, revision) in published {
-            self.feed.publish(&carrier_id, revision);
+            self.shared.feed.publish(&carrier_id, revision);
         }
         Ok(Attempt::Committed(
             numbers
@@ -427,7 +429,10 @@ impl Store {
         carrier: &CarrierId,
         number: &E164,
     ) -> Result<Option<NumberState>, StoreError> {
-        self.number_reads.get(&self.db, carrier, number).await
+        self.shared
+            .number_reads
+            .get(&self.shared.db, carrier, number)
+            .await
     }
 
     /// Up to `limit` of `carrier`'s numbers after `after`, with the revision they were read at.
@@ -542,7 +547,7 @@ impl Store {
             .filter(number_event::Column::Revision.gt(after))
             .order_by_asc(number_event::Column::Revision)
             .limit(limit)
-            .all(&self.db)
+            .all(&self.shared.db)
             .await?
             .into_iter()
             .map(NumberEvent::try_from)

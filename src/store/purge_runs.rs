@@ -46,8 +46,8 @@ impl Store {
             )
             .from(Alias::new(table))
             .to_owned();
-        let backend = self.db.get_database_backend();
-        let row = self.db.query_one_raw(backend.build(&query)).await?;
+        let backend = self.shared.db.get_database_backend();
+        let row = self.shared.db.query_one_raw(backend.build(&query)).await?;
         Ok(match row {
             Some(row) => row.try_get::<Option<i64>>("", "oldest")?,
             None => None,
@@ -78,7 +78,7 @@ impl Store {
                         ])
                         .to_owned(),
                 )
-                .exec_without_returning(&self.db)
+                .exec_without_returning(&self.shared.db)
                 .await?;
             Ok(Attempt::Committed(()))
         })
@@ -87,14 +87,15 @@ impl Store {
 
     /// The last purge of `class`, if one ran.
     pub(crate) async fn last_purge(&self, class: &str) -> Result<Option<PurgeRun>, StoreError> {
-        Ok(
-            by_key(purge_run::Entity::find_by_id(class.to_owned()), &self.db)
-                .await?
-                .map(|m| PurgeRun {
-                    end_time_ms: m.end_time_ms,
-                    outcome: m.outcome,
-                    deleted: m.deleted,
-                }),
+        Ok(by_key(
+            purge_run::Entity::find_by_id(class.to_owned()),
+            &self.shared.db,
         )
+        .await?
+        .map(|m| PurgeRun {
+            end_time_ms: m.end_time_ms,
+            outcome: m.outcome,
+            deleted: m.deleted,
+        }))
     }
 }

@@ -293,7 +293,7 @@ impl Store {
         }
         tx.commit().await?;
         for notice in published {
-            self.feed.deliver(notice);
+            self.shared.feed.deliver(notice);
         }
         Ok(Attempt::Committed(Some(outcomes)))
     }
@@ -304,9 +304,12 @@ impl Store {
         carrier: &CarrierId,
         kind: LogKind,
     ) -> Result<LogBounds, StoreError> {
-        let row = by_key(carrier::Entity::find_by_id(carrier.as_str()), &self.db)
-            .await?
-            .ok_or_else(|| StoreError::CarrierNotFound(carrier.to_string()))?;
+        let row = by_key(
+            carrier::Entity::find_by_id(carrier.as_str()),
+            &self.shared.db,
+        )
+        .await?
+        .ok_or_else(|| StoreError::CarrierNotFound(carrier.to_string()))?;
         Ok(bounds_of(kind, &row))
     }
 
@@ -378,7 +381,7 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         Ok(by_key(
             consumer_cursor::Entity::find_by_id((carrier.to_string(), kind_code(kind))),
-            &self.db,
+            &self.shared.db,
         )
         .await?
         .map(|c| c.cursor))
@@ -418,7 +421,7 @@ impl Store {
                 ])
                 .to_owned(),
             )
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.shared.db)
             .await?;
         Ok(Attempt::Committed(()))
     }
