@@ -29,7 +29,8 @@ pub struct Settings {
     pub health_listen: Option<SocketAddr>,
     /// `sqlite://...` or `postgres://...`.
     pub database_url: String,
-    /// Maximum database connections in the pool.
+    /// Maximum database connections in the pool (on SQLite, write transactions have one more
+    /// connection of their own).
     pub database_max_connections: u32,
     /// Server certificate chain (PEM).
     pub tls_cert: PathBuf,
@@ -130,7 +131,8 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
-    /// Maximum database connections [default: 8].
+    /// Maximum database connections [default: 8]; on SQLite, write transactions have one
+    /// more of their own.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_max_connections: Option<u32>,
