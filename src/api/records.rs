@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
 use super::Authorizer;
@@ -16,11 +17,13 @@ use super::stream::{ServerStream, Source, Step, Streams};
 use super::tail::{Entry, Fill, Read, Tail};
 use crate::domain::Violations;
 use crate::domain::ids::{CarrierId, TenantId};
-use crate::domain::records::{CallRecord, EncodedRecord, LogKind, QualityRecord, RecordFilter};
+use crate::domain::records::{
+    CallRecord, EncodedRecord, LogKind, QualityRecord, RecordFilter, RecordPage,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::feed::CarrierSignal;
 use crate::pb::v1 as pb;
-use crate::store::{LogRecord, Store};
+use crate::store::{LogRecord, Store, StoreError};
 use crate::wire::time::optional_time_ms;
 
 /// Records read from the database per query.
@@ -197,6 +200,19 @@ async fn fill_tail<T: RecordLog>(
     })
 }
 
+/// `carrier`'s page of `T` after `after` with `filter`, as a stream reads it from the
+/// database (owned arguments: it may run in a task of its own, read ahead).
+async fn read_page<T: RecordLog>(
+    store: Store,
+    carrier: CarrierId,
+    after: i64,
+    filter: RecordFilter,
+) -> Result<RecordPage, StoreError> {
+    store
+        .read_records::<T>(&carrier, after, &filter, PAGE)
+        .await
+}
+
 /// One record stream's reads and encoding.
 struct RecordSource<T: RecordLog> {
     store: Store,
@@ -223,7 +239,23 @@ struct RecordSource<T: RecordLog> {
     /// The carrier's erasure epoch when `buffered` was read: when an erasure moves it, the
     /// rows read before are dropped and read again, redacted (DESIGN §8).
     erased_epoch: u64,
+    /// The database page after the one being sent, already being read (a stream reading the
+    /// log from the database, not following the tail).
+    read_ahead: Option<ReadAhead>,
     _log: PhantomData<T>,
+}
+
+/// A page read ahead: where it starts, the erasure epoch it was started in, and the read.
+struct ReadAhead {
+    after: i64,
+    erased_epoch: u64,
+    page: JoinHandle<Result<RecordPage, StoreError>>,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.page.abort();
+    }
 }
 
 impl<T: RecordLog> RecordSource<T> {
@@ -247,6 +279,7 @@ impl<T: RecordLog> RecordSource<T> {
             sent_cursor: 0,
             sent_cursor_latest: None,
             erased_epoch: 0,
+            read_ahead: None,
             _log: PhantomData,
         }
     }
@@ -283,9 +316,30 @@ impl<T: RecordLog> RecordSource<T> {
         Step::Send(framed)
     }
 
+    /// The database page after `cursor`: the one read ahead if it starts there and no erasure
+    /// came since it was started, else read now.
+    async fn read_page(&mut self, cursor: i64) -> ApiResult<RecordPage> {
+        if let Some(mut ahead) = self.read_ahead.take()
+            && ahead.after == cursor
+            && ahead.erased_epoch == self.erased_epoch
+        {
+            // Aborted or panicked (`Err`): read it again below.
+            if let Ok(page) = (&mut ahead.page).await {
+                return Ok(page?);
+            }
+        }
+        Ok(read_page::<T>(
+            self.store.clone(),
+            self.carrier.clone(),
+            cursor,
+            self.plan.filter.clone(),
+        )
+        .await?)
+    }
+
     /// The next page after `cursor`: from the shared tail once following, else (or when the
     /// stream is behind the tail) from the database.
-    async fn read(&self, cursor: i64, known: &CarrierSignal) -> ApiResult<Page> {
+    async fn read(&mut self, cursor: i64, known: &CarrierSignal) -> ApiResult<Page> {
         if let Some(tail) = self.tail.as_ref().filter(|_| self.following) {
             let announced = T::signal(known);
             let target = (announced > cursor).then_some(announced);
@@ -313,10 +367,21 @@ impl<T: RecordLog> RecordSource<T> {
         // past, so that a sparse filter still gets full messages.
         let mut cursor = cursor;
         loop {
-            let page = self
-                .store
-                .read_records::<T>(&self.carrier, cursor, &self.plan.filter, PAGE)
-                .await?;
+            let page = self.read_page(cursor).await?;
+            if page.next_cursor < page.bounds.latest && page.bounds.purged_through <= cursor {
+                // Read the next page while this one is sent: a page is a few round trips
+                // (a snapshot of the bounds and the rows), during which the stream would idle.
+                self.read_ahead = Some(ReadAhead {
+                    after: page.next_cursor,
+                    erased_epoch: self.erased_epoch,
+                    page: tokio::spawn(read_page::<T>(
+                        self.store.clone(),
+                        self.carrier.clone(),
+                        page.next_cursor,
+                        self.plan.filter.clone(),
+                    )),
+                });
+            }
             if page.bounds.purged_through > cursor {
                 return Err(ApiError::cursor_expired(
                     cursor,
