@@ -212,9 +212,8 @@ impl<'a, T: Send + Sync + 'static, K: Sink<T>> Commits<'a, T, K> {
 
     /// Waits for the commit running, if any, and tallies its outcomes.
     async fn finish(&mut self, tally: &mut Tally) -> ApiResult<()> {
-        if let Some(running) = self.running.take() {
-            let (batch, outcomes) = joined(running.await)?;
-            self.settle(batch, outcomes?, tally);
+        if self.running.is_some() {
+            self.completed(tally).await?;
         }
         Ok(())
     }
@@ -225,13 +224,18 @@ impl<'a, T: Send + Sync + 'static, K: Sink<T>> Commits<'a, T, K> {
         self.finish(tally).await
     }
 
-    /// Resolves when the running commit completes (never while none runs). Cancel-safe: the
-    /// commit runs on in its task, and its handle stays here.
-    async fn completed(&mut self) -> ApiResult<Committed<T>> {
-        match self.running.as_mut() {
-            Some(running) => joined(running.await),
-            None => std::future::pending().await,
-        }
+    /// Resolves when the running commit completes (never while none runs), having tallied
+    /// it. Cancel-safe: the commit runs on in its task and its handle stays here until it has
+    /// completed; nothing is awaited after that.
+    async fn completed(&mut self, tally: &mut Tally) -> ApiResult<()> {
+        let Some(running) = self.running.as_mut() else {
+            return std::future::pending().await;
+        };
+        let ended = running.await;
+        self.running = None;
+        let (batch, outcomes) = joined(ended)?;
+        self.settle(batch, outcomes?, tally);
+        Ok(())
     }
 
     /// Tallies the outcomes of a committed batch.
@@ -316,11 +320,7 @@ where
         let next = loop {
             tokio::select! {
                 next = tokio::time::timeout_at(quiet_until, stream.next()) => break next,
-                committed = commits.completed() => {
-                    commits.running = None;
-                    let (batch, outcomes) = committed?;
-                    commits.settle(batch, outcomes?, &mut tally);
-                }
+                settled = commits.completed(&mut tally) => settled?,
                 refused = suspended(ingestion.guard.as_mut()) => {
                     // What is being committed completes: the stream ends with its state known.
                     let _ = commits.finish(&mut tally).await;

@@ -2,6 +2,7 @@
 //! optionally following new ones, and stores its consumer position.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -200,19 +201,6 @@ async fn fill_tail<T: RecordLog>(
     })
 }
 
-/// `carrier`'s page of `T` after `after` with `filter`, as a stream reads it from the
-/// database (owned arguments: it may run in a task of its own, read ahead).
-async fn read_page<T: RecordLog>(
-    store: Store,
-    carrier: CarrierId,
-    after: i64,
-    filter: RecordFilter,
-) -> Result<RecordPage, StoreError> {
-    store
-        .read_records::<T>(&carrier, after, &filter, PAGE)
-        .await
-}
-
 /// One record stream's reads and encoding.
 struct RecordSource<T: RecordLog> {
     store: Store,
@@ -328,13 +316,25 @@ impl<T: RecordLog> RecordSource<T> {
                 return Ok(page?);
             }
         }
-        Ok(read_page::<T>(
+        Ok(self.database_page(cursor).await?)
+    }
+
+    /// The read of the database page after `after` with the stream's filters, owning what it
+    /// needs, so that it can also run in a task of its own (read ahead).
+    fn database_page(
+        &self,
+        after: i64,
+    ) -> impl Future<Output = Result<RecordPage, StoreError>> + Send + 'static {
+        let (store, carrier, filter) = (
             self.store.clone(),
             self.carrier.clone(),
-            cursor,
             self.plan.filter.clone(),
-        )
-        .await?)
+        );
+        async move {
+            store
+                .read_records::<T>(&carrier, after, &filter, PAGE)
+                .await
+        }
     }
 
     /// The next page after `cursor`: from the shared tail once following, else (or when the
@@ -374,12 +374,7 @@ impl<T: RecordLog> RecordSource<T> {
                 self.read_ahead = Some(ReadAhead {
                     after: page.next_cursor,
                     erased_epoch: self.erased_epoch,
-                    page: tokio::spawn(read_page::<T>(
-                        self.store.clone(),
-                        self.carrier.clone(),
-                        page.next_cursor,
-                        self.plan.filter.clone(),
-                    )),
+                    page: tokio::spawn(self.database_page(page.next_cursor)),
                 });
             }
             if page.bounds.purged_through > cursor {
