@@ -183,7 +183,9 @@ impl Families {
         registry.register(
             "tail_reads",
             "Reads of following streams by kind and source: from the shared tail, from the \
-             database by a stream behind the tail, and the tail's own database reads",
+             database by a stream behind the tail, and the tail's own database reads; \
+             `offered` counts commits of this instance put in the tail by their writer, \
+             which no stream then reads from the database",
             families.tail_reads.clone(),
         );
         registry.register(
@@ -242,7 +244,7 @@ impl Families {
 /// What ingestion and uploads store.
 const RECORD_KINDS: [&str; 3] = ["call_records", "quality_records", "call_durations"];
 /// Where a following stream's read is served from (see [`TailReadLabels`]).
-pub(crate) const TAIL_READ_SOURCES: [&str; 3] = ["tail", "behind", "fill"];
+pub(crate) const TAIL_READ_SOURCES: [&str; 4] = ["tail", "behind", "fill", "offered"];
 /// What streams deliver.
 const STREAM_KINDS: [&str; 3] = ["call_records", "quality_records", "number_events"];
 

@@ -32,6 +32,7 @@ use crate::pb::v1::platform_service_server::PlatformServiceServer;
 use crate::retention::{self, RetentionPolicy};
 use crate::store::{Store, StoreOptions};
 
+mod coalesce;
 pub(crate) mod health;
 mod metrics_http;
 pub(crate) mod tls;

@@ -137,9 +137,12 @@ impl Streams {
         shutdown: CancellationToken,
         metrics: Arc<StreamMetrics>,
     ) -> Self {
+        let tails = Arc::new(LogTails::new(&metrics, &feed));
+        let observer: Arc<dyn crate::feed::CommitObserver> = tails.clone();
+        feed.observe(Arc::downgrade(&observer));
         Self {
             auth,
-            tails: Arc::new(LogTails::new(&metrics, &feed)),
+            tails,
             feed,
             shutdown,
             metrics,

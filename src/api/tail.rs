@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::domain::ids::CarrierId;
+use crate::domain::number::NumberEvent;
 use crate::domain::records::LogKind;
 use crate::error::ApiResult;
-use crate::feed::Feed;
+use crate::feed::{CommitObserver, Feed};
 use crate::metrics::StreamMetrics;
 
 /// A ring holds at most this many entries...
@@ -314,6 +315,41 @@ impl<M: Send + Sync> Tail<M> {
             }
         }
     }
+
+    /// Appends `entries` (committed by a writer of this instance, ascending and contiguous)
+    /// when they continue the ring exactly: the streams woken for them then find them here and
+    /// nobody reads them back from the database. Anything else leaves the ring as it is (its
+    /// streams read the database as before): a ring not positioned yet or ending elsewhere
+    /// (another commit's entries were not offered yet, or it never reached this far), a fill
+    /// under way (it reads these too), or an erasure epoch other than the one the write began
+    /// under (the entries may predate a redaction).
+    fn offer(&self, erased_epoch: u64, entries: impl FnOnce() -> Vec<Arc<Entry<M>>>) {
+        if self.erased_epoch() != erased_epoch {
+            return;
+        }
+        let Ok(_filling) = self.fill.try_lock() else {
+            return;
+        };
+        let mut ring = self.ring_mut();
+        if ring.start.is_none() || ring.erased_epoch != erased_epoch {
+            return;
+        }
+        let entries = entries();
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        if first.position != ring.end + 1 {
+            return;
+        }
+        let through = last.position;
+        ring.append(Fill {
+            entries,
+            through,
+            floor: 0,
+        });
+        drop(ring);
+        self.metrics.tail_read(self.kind, "offered");
+    }
 }
 
 /// Every log's tails on this instance.
@@ -338,6 +374,17 @@ impl LogTails {
     }
 }
 
+/// Number events committed on this instance go straight into their carrier's tail.
+impl CommitObserver for LogTails {
+    fn number_events(&self, carrier: &str, erased_epoch: u64, events: &[NumberEvent]) {
+        if let Some(tail) = self.numbers.existing(carrier) {
+            tail.offer(erased_epoch, || {
+                events.iter().map(super::watch::entry).collect()
+            });
+        }
+    }
+}
+
 /// The tails of one log for every carrier with an open stream on this instance.
 #[derive(Debug)]
 pub(crate) struct Tails<M> {
@@ -355,6 +402,15 @@ impl<M: Send + Sync> Tails<M> {
             metrics: metrics.clone(),
             feed: feed.clone(),
         }
+    }
+
+    /// `carrier`'s tail, if a stream holds one.
+    fn existing(&self, carrier: &str) -> Option<Arc<Tail<M>>> {
+        self.by_carrier
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(carrier)
+            .and_then(Weak::upgrade)
     }
 
     /// `carrier`'s tail, shared with its other streams; kept while a stream holds it.
@@ -430,6 +486,44 @@ mod tests {
         assert_eq!(positions(caught_up), Some(vec![]));
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert!(positions(tail.after(9, Some(12), 100, read).await.unwrap()).is_none());
+    }
+
+    /// A writer's entries go in only where they continue the ring, under the epoch the
+    /// write began at; the streams then read them without a database read.
+    #[tokio::test]
+    async fn offers_continue_the_ring_or_are_left_out() {
+        let feed = Feed::default();
+        let carrier = CarrierId::parse("contoso").unwrap();
+        let tail = Tail::<()>::new("test", &Arc::default(), carrier.clone(), feed.clone());
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let read = |end: i64| {
+            reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { Ok(fill(end + 1..=end, 0)) }
+        };
+        let offer = |range: std::ops::RangeInclusive<i64>, epoch: u64| {
+            tail.offer(epoch, || range.map(entry).collect());
+        };
+        // Not positioned yet: nothing to continue.
+        offer(1..=2, 0);
+        assert_eq!(tail.ring().start, None);
+        // A stream positions the ring at 5 (the log's end).
+        let positioned = tail.after(5, None, 100, read).await.unwrap();
+        assert_eq!(positions(positioned), Some(vec![]));
+        let reads_before = reads.load(std::sync::atomic::Ordering::SeqCst);
+        offer(7..=8, 0); // a gap: another commit (6) was not offered yet
+        offer(6..=7, 1); // an erasure epoch the feed has not reached
+        assert_eq!(tail.ring().end, 5);
+        offer(6..=7, 0);
+        let served = tail.after(5, Some(7), 100, read).await.unwrap();
+        assert_eq!(positions(served), Some(vec![6, 7]));
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::SeqCst),
+            reads_before
+        );
+        // A write that began before an erasure committed is not taken.
+        feed.erased(carrier.as_str());
+        offer(8..=8, 0);
+        assert_eq!(tail.ring().end, 7);
     }
 
     /// The ring keeps its bound; a stream left behind by it reads the database, and a purge

@@ -271,7 +271,7 @@ const EVENTS_TAG: u32 = 1;
 const CHECKPOINT_TAG: u32 = 2;
 
 /// An event, encoded once for every watch of its carrier.
-fn entry(event: &NumberEvent) -> Arc<Entry<EventMeta>> {
+pub(super) fn entry(event: &NumberEvent) -> Arc<Entry<EventMeta>> {
     let side = |s: &NumberState| (s.tenant_id.clone(), s.status);
     Arc::new(Entry {
         position: event.revision,

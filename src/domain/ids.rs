@@ -93,6 +93,13 @@ impl CarrierId {
     }
 }
 
+/// Maps keyed by carrier id can be searched with a `&str` (hash and order are the string's).
+impl std::borrow::Borrow<str> for CarrierId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for CarrierId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

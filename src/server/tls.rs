@@ -37,6 +37,7 @@ use x509_parser::revocation_list::CertificateRevocationList;
 use x509_parser::x509::X509Name;
 
 use super::ServerError;
+use super::coalesce::Coalesced;
 use crate::config::Settings;
 use crate::identity::{Caller, caller_from_certificate};
 use crate::metrics::StreamMetrics;
@@ -426,7 +427,8 @@ fn is_certificate_error(e: &io::Error) -> bool {
 /// cap until hyper drops it.
 #[derive(Debug)]
 pub(crate) struct TlsConnection {
-    stream: TlsStream<TcpStream>,
+    /// Its writes gathered until a flush (see [`Coalesced`]).
+    stream: Coalesced<TlsStream<TcpStream>>,
     /// Read once at the handshake; every request on the connection gets a clone.
     peer: PeerInfo,
     /// The connection's slot of `--max-connections`, released on drop.
@@ -445,7 +447,7 @@ impl TlsConnection {
             caller: Arc::default(),
         };
         Self {
-            stream,
+            stream: Coalesced::new(stream),
             peer,
             _permit: permit,
         }

@@ -102,23 +102,37 @@ async fn read_states(
     Ok(states)
 }
 
-/// Takes revisions for `changes` from the carrier's counter and writes states and events.
-/// Returns the states as stored, in the order of `changes`, and the carrier's revision; or
+/// What [`commit_changes`] wrote.
+struct Written {
+    /// The states as stored, in the order of the changes.
+    stored: Vec<NumberState>,
+    /// The events, in revision order.
+    events: Vec<NumberEvent>,
+    /// The carrier's revision after them.
+    revision: i64,
+}
+
+/// Takes revisions for `changes` from the carrier's counter and writes states and events; or
 /// `None` when a concurrent writer of another carrier wrote some of the numbers first (the
 /// caller rolls back and reports [`Attempt::Raced`]).
 async fn commit_changes(
     tx: &DatabaseTransaction,
     carrier_id: &str,
     changes: Vec<Change>,
-) -> Result<Option<(Vec<NumberState>, i64)>, StoreError> {
+) -> Result<Option<Written>, StoreError> {
     let n = i64::try_from(changes.len()).map_err(|_| StoreError::Corrupt("batch size".into()))?;
     let carrier = advance_revision(tx, carrier_id, n).await?;
     if changes.is_empty() {
-        return Ok(Some((Vec::new(), carrier.number_revision)));
+        return Ok(Some(Written {
+            stored: Vec::new(),
+            events: Vec::new(),
+            revision: carrier.number_revision,
+        }));
     }
     let first = carrier.number_revision - n + 1;
     let commit_time_ms = now_ms();
     let mut stored = Vec::with_capacity(changes.len());
+    let mut events = Vec::with_capacity(changes.len());
     // (number, whether it is new, row): new numbers are inserted, existing ones updated.
     let mut number_rows = Vec::with_capacity(changes.len());
     let mut event_rows = Vec::with_capacity(changes.len());
@@ -148,6 +162,13 @@ async fn commit_changes(
             state: Set(state_json),
             previous: Set(change.previous.as_ref().map(encode_state).transpose()?),
             commit_time_ms: Set(commit_time_ms),
+        });
+        events.push(NumberEvent {
+            revision,
+            kind: change.kind,
+            state: next.clone(),
+            previous: change.previous,
+            commit_time_ms,
         });
         stored.push(next);
     }
@@ -197,7 +218,11 @@ async fn commit_changes(
             .exec_without_returning(tx)
             .await?;
     }
-    Ok(Some((stored, carrier.number_revision)))
+    Ok(Some(Written {
+        stored,
+        events,
+        revision: carrier.number_revision,
+    }))
 }
 
 fn transition_error(number: &E164) -> impl Fn(TransitionError) -> StoreError + '_ {
@@ -224,6 +249,8 @@ impl Store {
         numbers: &[E164],
         request: &Provisioning,
     ) -> Result<Attempt<Vec<NumberState>>, StoreError> {
+        // Read before the write: see `Feed::publish_events`.
+        let erased_epoch = self.shared.feed.erased_epoch(carrier.as_str());
         let tx = self.begin_write().await?;
         lock_carrier(&tx, carrier.as_str()).await?;
         let current = read_states(&tx, numbers).await?;
@@ -245,17 +272,31 @@ impl Store {
                 }
             }
         }
-        let Some((stored, revision)) = commit_changes(&tx, carrier.as_str(), changes).await? else {
+        let Some(written) = commit_changes(&tx, carrier.as_str(), changes).await? else {
             tx.rollback().await?;
             return Ok(Attempt::Raced);
         };
-        if !stored.is_empty() {
-            notify(&tx, &Notice::Revision(carrier.to_string(), revision)).await?;
+        if !written.stored.is_empty() {
+            notify(
+                &tx,
+                &Notice::Revision(carrier.to_string(), written.revision),
+            )
+            .await?;
         }
         tx.commit().await?;
-        self.shared.feed.publish(carrier.as_str(), revision);
+        self.shared.feed.publish_events(
+            carrier.as_str(),
+            erased_epoch,
+            &written.events,
+            written.revision,
+        );
         let mut by_number: BTreeMap<String, NumberState> = unchanged;
-        by_number.extend(stored.into_iter().map(|s| (s.number.to_string(), s)));
+        by_number.extend(
+            written
+                .stored
+                .into_iter()
+                .map(|s| (s.number.to_string(), s)),
+        );
         Ok(Attempt::Committed(
             numbers
                 .iter()
@@ -295,6 +336,8 @@ impl Store {
             .await?
             .ok_or_else(not_found)?
             .carrier_id;
+        // Read before the write: see `Feed::publish_events`.
+        let erased_epoch = self.shared.feed.erased_epoch(&owner);
         let tx = self.begin_write().await?;
         lock_carrier(&tx, &owner).await?;
         let current = read_states(&tx, std::slice::from_ref(number))
@@ -315,14 +358,20 @@ impl Store {
             previous: Some(current),
             next,
         };
-        let Some((mut stored, revision)) = commit_changes(&tx, &owner, vec![change]).await? else {
+        let Some(mut written) = commit_changes(&tx, &owner, vec![change]).await? else {
             tx.rollback().await?;
             return Ok(Attempt::Raced);
         };
-        notify(&tx, &Notice::Revision(owner.clone(), revision)).await?;
+        notify(&tx, &Notice::Revision(owner.clone(), written.revision)).await?;
         tx.commit().await?;
-        self.shared.feed.publish(&owner, revision);
-        stored.pop().ok_or_else(not_found).map(Attempt::Committed)
+        self.shared
+            .feed
+            .publish_events(&owner, erased_epoch, &written.events, written.revision);
+        written
+            .stored
+            .pop()
+            .ok_or_else(not_found)
+            .map(Attempt::Committed)
     }
 
     /// Assigns a number or changes its assignment.
@@ -400,19 +449,29 @@ impl Store {
         }
         let mut published = Vec::new();
         for (carrier_id, carrier_changes) in changes {
-            let Some((stored, revision)) =
-                commit_changes(&tx, &carrier_id, carrier_changes).await?
-            else {
+            // Any time before the commit will do: see `Feed::publish_events`.
+            let erased_epoch = self.shared.feed.erased_epoch(&carrier_id);
+            let Some(written) = commit_changes(&tx, &carrier_id, carrier_changes).await? else {
                 tx.rollback().await?;
                 return Ok(Attempt::Raced);
             };
-            notify(&tx, &Notice::Revision(carrier_id.clone(), revision)).await?;
-            results.extend(stored.into_iter().map(|s| (s.number.to_string(), s)));
-            published.push((carrier_id, revision));
+            notify(&tx, &Notice::Revision(carrier_id.clone(), written.revision)).await?;
+            results.extend(
+                written
+                    .stored
+                    .iter()
+                    .map(|s| (s.number.to_string(), s.clone())),
+            );
+            published.push((carrier_id, erased_epoch, written));
         }
         tx.commit().await?;
-        for (carrier_id, revision) in published {
-            self.shared.feed.publish(&carrier_id, revision);
+        for (carrier_id, erased_epoch, written) in published {
+            self.shared.feed.publish_events(
+                &carrier_id,
+                erased_epoch,
+                &written.events,
+                written.revision,
+            );
         }
         Ok(Attempt::Committed(
             numbers
