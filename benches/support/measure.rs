@@ -104,25 +104,72 @@ pub async fn report_durations(
     Ok(elapsed)
 }
 
+/// `StreamCallRecordsResponse` as a client that keeps each record's encoding reads it: the
+/// records' bytes and the cursor, without decoding the records' fields.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RecordBytes {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    records: Vec<bytes::Bytes>,
+    #[prost(int64, tag = "2")]
+    next_cursor: i64,
+}
+
+/// How the bench's client reads a record stream.
+#[derive(Debug, Clone, Copy)]
+pub enum Decode {
+    /// Each record's bytes, as the baseline reads the stored encoding: what the gateway
+    /// delivers, without the client's own decoding in the same process.
+    Bytes,
+    /// Every field of every record, as a carrier's generated stub does.
+    Fields,
+}
+
 /// Reads the carrier's whole call-record log through `CallRecordService.StreamCallRecords`
-/// (after cursor 0, not following); returns the time from the request to the stream's end.
-/// Fails unless exactly `expected` records arrive.
-pub async fn stream_call_records(channel: Channel, expected: usize) -> Result<Duration> {
-    let mut client = CallRecordServiceClient::new(channel);
+/// (after cursor 0, not following), decoding as `decode` says; returns the time from the
+/// request to the stream's end. Fails unless exactly `expected` records arrive.
+pub async fn stream_call_records(
+    channel: Channel,
+    expected: usize,
+    decode: Decode,
+) -> Result<Duration> {
+    let request = pb::StreamCallRecordsRequest {
+        options: Some(pb::RecordStreamOptions {
+            after_cursor: Some(0),
+            ..Default::default()
+        }),
+    };
     let started = Instant::now();
-    let mut stream = client
-        .stream_call_records(pb::StreamCallRecordsRequest {
-            options: Some(pb::RecordStreamOptions {
-                after_cursor: Some(0),
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner();
-    let mut received = 0;
-    while let Some(message) = stream.message().await? {
-        received += message.records.len();
-    }
+    let received = match decode {
+        Decode::Fields => {
+            let mut stream = CallRecordServiceClient::new(channel)
+                .stream_call_records(request)
+                .await?
+                .into_inner();
+            let mut received = 0;
+            while let Some(message) = stream.message().await? {
+                received += message.records.len();
+            }
+            received
+        }
+        Decode::Bytes => {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await?;
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/opconnect.v1.CallRecordService/StreamCallRecords",
+            );
+            let codec =
+                tonic_prost::ProstCodec::<pb::StreamCallRecordsRequest, RecordBytes>::default();
+            let mut stream = grpc
+                .server_streaming(tonic::Request::new(request), path, codec)
+                .await?
+                .into_inner();
+            let mut received = 0;
+            while let Some(message) = stream.message().await? {
+                received += message.records.len();
+            }
+            received
+        }
+    };
     let elapsed = started.elapsed();
     anyhow::ensure!(
         received == expected,
