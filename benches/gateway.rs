@@ -90,6 +90,8 @@ async fn measure_all(pki: &Pki, databases: &Databases, scale: &Scale) -> Result<
         f.fanout_p50_ms = percentile(&fanout.delivery_ms, 50.0);
         f.fanout_p99_ms = percentile(&fanout.delivery_ms, 99.0);
         f.fanout_write_p50_ms = percentile(&fanout.write_ms, 50.0);
+        f.fanout_write_p99_ms = percentile(&fanout.write_ms, 99.0);
+        f.write_p99_ms_no_watchers = percentile(&fanout.write_alone_ms, 99.0);
         f.write_p50_ms_no_watchers = percentile(&fanout.write_alone_ms, 50.0);
     }
     drop((platform_channel, carrier_channel));

@@ -46,6 +46,10 @@ pub struct Figures {
     pub fanout_p99_ms: f64,
     pub fanout_write_p50_ms: f64,
     pub write_p50_ms_no_watchers: f64,
+    /// Table only: the `AssignNumber` p99 with and without watchers (a delivery is timed from
+    /// the start of its write, so a slow write is a slow delivery).
+    pub fanout_write_p99_ms: f64,
+    pub write_p99_ms_no_watchers: f64,
     pub idle_streams: usize,
     pub idle_stream_bytes: f64,
     /// Table only: the same number of idle streams on the bare tonic server.
@@ -191,6 +195,11 @@ impl Figures {
                 target: format!("ratio <= {WRITE_SLOWDOWN_TARGET}"),
                 met: met(self.write_slowdown() <= WRITE_SLOWDOWN_TARGET),
             },
+            Row::info(
+                "AssignNumber p99 with / without watchers, ms",
+                ms(self.fanout_write_p99_ms),
+                ms(self.write_p99_ms_no_watchers),
+            ),
             Row {
                 figure: format!("idle stream ({} streams), bytes", self.idle_streams),
                 value: whole(self.idle_stream_bytes),

@@ -385,6 +385,15 @@ impl<M: prost::Message + Send + 'static> Producer<M> {
     }
 
     async fn send_counted(&mut self, bytes: i64, message: M) -> Result<(), Stop> {
+        // Room right away (the usual case: the reader keeps up): no waiting, nothing to watch.
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send((bytes, message));
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(Stop::ClientGone),
+            Err(mpsc::error::TrySendError::Full(())) => {}
+        }
         let permit = loop {
             tokio::select! {
                 permit = self.tx.reserve() => break permit.map_err(|_| Stop::ClientGone)?,
