@@ -89,12 +89,10 @@ impl WatchSource {
 
     /// The carrier's revision bounds: (purged through, current).
     async fn bounds(&self) -> ApiResult<(i64, i64)> {
-        let carrier = self
-            .store
-            .carrier(self.carrier.as_str())
+        self.store
+            .number_log_bounds(&self.carrier)
             .await?
-            .ok_or_else(ApiError::carrier_unknown)?;
-        Ok((carrier.events_purged_through, carrier.number_revision))
+            .ok_or_else(ApiError::carrier_unknown)
     }
 
     async fn compacted(&self, start: i64) -> ApiError {
