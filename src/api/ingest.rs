@@ -188,13 +188,31 @@ struct Commits<'a, T, K> {
 }
 
 impl<'a, T: Send + Sync + 'static, K: Sink<T>> Commits<'a, T, K> {
-    /// Starts committing `batch` once the commit running (if any) has completed and been
-    /// tallied.
+    /// Starts committing `batch` once the commit running (if any) has completed. That one is
+    /// tallied, and its records dropped, after this one has started: not between the two, where
+    /// dropping 2,000 records (some 30,000 allocations) delayed every commit of an upload that
+    /// arrives faster than it commits.
     async fn start(&mut self, batch: Pending<T>, tally: &mut Tally) -> ApiResult<()> {
-        self.finish(tally).await?;
-        if batch.records.is_empty() {
-            return Ok(());
+        let previous = match self.running.as_mut() {
+            Some(running) => {
+                let ended = running.await;
+                self.running = None;
+                let (previous, outcomes) = joined(ended)?;
+                Some((previous, outcomes?))
+            }
+            None => None,
+        };
+        if !batch.records.is_empty() {
+            self.spawn(batch);
         }
+        if let Some((previous, outcomes)) = previous {
+            self.settle(previous, outcomes, tally);
+        }
+        Ok(())
+    }
+
+    /// Runs the commit of `batch` in a task of its own.
+    fn spawn(&mut self, batch: Pending<T>) {
         let sink = self.sink.clone();
         let commit = async move {
             let started = std::time::Instant::now();
@@ -207,7 +225,6 @@ impl<'a, T: Send + Sync + 'static, K: Sink<T>> Commits<'a, T, K> {
             (batch, outcomes)
         };
         self.running = Some(tokio::spawn(commit.in_current_span()));
-        Ok(())
     }
 
     /// Waits for the commit running, if any, and tallies its outcomes.
