@@ -104,9 +104,8 @@ async fn read_states(
 
 /// What [`commit_changes`] wrote.
 struct Written {
-    /// The states as stored, in the order of the changes.
-    stored: Vec<NumberState>,
-    /// The events, in revision order.
+    /// The events, in the order of the changes (and of their revisions); each one's `state` is
+    /// its number as stored.
     events: Vec<NumberEvent>,
     /// The carrier's revision after them.
     revision: i64,
@@ -124,14 +123,12 @@ async fn commit_changes(
     let carrier = advance_revision(tx, carrier_id, n).await?;
     if changes.is_empty() {
         return Ok(Some(Written {
-            stored: Vec::new(),
             events: Vec::new(),
             revision: carrier.number_revision,
         }));
     }
     let first = carrier.number_revision - n + 1;
     let commit_time_ms = now_ms();
-    let mut stored = Vec::with_capacity(changes.len());
     let mut events = Vec::with_capacity(changes.len());
     // (number, whether it is new, row): new numbers are inserted, existing ones updated.
     let mut number_rows = Vec::with_capacity(changes.len());
@@ -166,11 +163,10 @@ async fn commit_changes(
         events.push(NumberEvent {
             revision,
             kind: change.kind,
-            state: next.clone(),
+            state: next,
             previous: change.previous,
             commit_time_ms,
         });
-        stored.push(next);
     }
     // A request names a number at most once (validation refuses repeats), so each number has
     // one row here. Number order: writers sharing numbers wait for each other in one order.
@@ -219,7 +215,6 @@ async fn commit_changes(
             .await?;
     }
     Ok(Some(Written {
-        stored,
         events,
         revision: carrier.number_revision,
     }))
@@ -276,7 +271,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(Attempt::Raced);
         };
-        if !written.stored.is_empty() {
+        if !written.events.is_empty() {
             notify(
                 &tx,
                 &Notice::Revision(carrier.to_string(), written.revision),
@@ -293,9 +288,9 @@ impl Store {
         let mut by_number: BTreeMap<String, NumberState> = unchanged;
         by_number.extend(
             written
-                .stored
+                .events
                 .into_iter()
-                .map(|s| (s.number.to_string(), s)),
+                .map(|e| (e.state.number.to_string(), e.state)),
         );
         Ok(Attempt::Committed(
             numbers
@@ -368,10 +363,10 @@ impl Store {
             .feed
             .publish_events(&owner, erased_epoch, &written.events, written.revision);
         written
-            .stored
+            .events
             .pop()
+            .map(|e| Attempt::Committed(e.state))
             .ok_or_else(not_found)
-            .map(Attempt::Committed)
     }
 
     /// Assigns a number or changes its assignment.
@@ -458,9 +453,9 @@ impl Store {
             notify(&tx, &Notice::Revision(carrier_id.clone(), written.revision)).await?;
             results.extend(
                 written
-                    .stored
+                    .events
                     .iter()
-                    .map(|s| (s.number.to_string(), s.clone())),
+                    .map(|e| (e.state.number.to_string(), e.state.clone())),
             );
             published.push((carrier_id, erased_epoch, written));
         }
