@@ -193,15 +193,7 @@ impl<'a, T: Send + Sync + 'static, K: Sink<T>> Commits<'a, T, K> {
     /// dropping 2,000 records (some 30,000 allocations) delayed every commit of an upload that
     /// arrives faster than it commits.
     async fn start(&mut self, batch: Pending<T>, tally: &mut Tally) -> ApiResult<()> {
-        let previous = match self.running.as_mut() {
-            Some(running) => {
-                let ended = running.await;
-                self.running = None;
-                let (previous, outcomes) = joined(ended)?;
-                Some((previous, outcomes?))
-            }
-            None => None,
-        };
+        let previous = self.join().await?;
         if !batch.records.is_empty() {
             self.spawn(batch);
         }
@@ -229,8 +221,8 @@ impl<'a, T: Send + Sync + 'static, K: Sink<T>> Commits<'a, T, K> {
 
     /// Waits for the commit running, if any, and tallies its outcomes.
     async fn finish(&mut self, tally: &mut Tally) -> ApiResult<()> {
-        if self.running.is_some() {
-            self.completed(tally).await?;
+        if let Some((batch, outcomes)) = self.join().await? {
+            self.settle(batch, outcomes, tally);
         }
         Ok(())
     }
@@ -245,14 +237,23 @@ impl<'a, T: Send + Sync + 'static, K: Sink<T>> Commits<'a, T, K> {
     /// it. Cancel-safe: the commit runs on in its task and its handle stays here until it has
     /// completed; nothing is awaited after that.
     async fn completed(&mut self, tally: &mut Tally) -> ApiResult<()> {
-        let Some(running) = self.running.as_mut() else {
+        let Some((batch, outcomes)) = self.join().await? else {
             return std::future::pending().await;
+        };
+        self.settle(batch, outcomes, tally);
+        Ok(())
+    }
+
+    /// Waits for the running commit, if any, and returns its batch and outcomes. Cancel-safe:
+    /// the handle stays here until the commit has completed.
+    async fn join(&mut self) -> ApiResult<Option<(Pending<T>, Vec<IngestOutcome>)>> {
+        let Some(running) = self.running.as_mut() else {
+            return Ok(None);
         };
         let ended = running.await;
         self.running = None;
         let (batch, outcomes) = joined(ended)?;
-        self.settle(batch, outcomes?, tally);
-        Ok(())
+        Ok(Some((batch, outcomes?)))
     }
 
     /// Tallies the outcomes of a committed batch.
