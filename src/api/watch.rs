@@ -89,10 +89,12 @@ impl WatchSource {
 
     /// The carrier's revision bounds: (purged through, current).
     async fn bounds(&self) -> ApiResult<(i64, i64)> {
-        self.store
+        let bounds = self
+            .store
             .number_log_bounds(&self.carrier)
             .await?
-            .ok_or_else(ApiError::carrier_unknown)
+            .ok_or_else(ApiError::carrier_unknown)?;
+        Ok((bounds.purged_through, bounds.latest))
     }
 
     async fn compacted(&self, start: i64) -> ApiError {

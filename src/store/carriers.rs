@@ -102,25 +102,6 @@ impl Store {
             .transpose()
     }
 
-    /// The bounds of a carrier's number-event log (purged through, current revision), if the
-    /// carrier exists: two columns, not the carrier's whole row (every watch reads them when it
-    /// starts).
-    pub(crate) async fn number_log_bounds(
-        &self,
-        id: &CarrierId,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
-        let rows: Vec<(i64, i64)> = carrier::Entity::find_by_id(id.as_str())
-            .select_only()
-            .columns([
-                carrier::Column::EventsPurgedThrough,
-                carrier::Column::NumberRevision,
-            ])
-            .into_tuple()
-            .all(&self.shared.db)
-            .await?;
-        Ok(rows.into_iter().next())
-    }
-
     /// Up to `limit` carriers with an id greater than `after`, in id order.
     pub async fn list_carriers(
         &self,

@@ -13,6 +13,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use super::batch::{Attempt, retry_write};
 use super::entities::{call_record, carrier, number_event, quality_record};
 use super::{Store, StoreError};
+use crate::domain::ids::CarrierId;
 use crate::domain::records::LogBounds;
 
 /// A carrier's gapless log table: which columns place an entry, and which carrier-row
@@ -93,6 +94,37 @@ pub(super) async fn take_positions<L: GaplessLog, C: ConnectionTrait>(
 }
 
 impl Store {
+    /// The bounds of `carrier`'s log `L`, read from the two carrier-row columns that hold them
+    /// (not the whole row: every stream reads them when it starts); `None` when the carrier is
+    /// not registered.
+    pub(super) async fn read_log_bounds<L: GaplessLog>(
+        &self,
+        carrier: &str,
+    ) -> Result<Option<LogBounds>, StoreError> {
+        let rows: Vec<(i64, i64)> = carrier::Entity::find_by_id(carrier)
+            .select_only()
+            .columns([L::PURGED_THROUGH, L::COUNTER])
+            .into_tuple()
+            .all(&self.shared.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|(purged_through, latest)| LogBounds {
+                purged_through,
+                latest,
+            }))
+    }
+
+    /// The bounds of `carrier`'s number-event log, if the carrier is registered.
+    pub(crate) async fn number_log_bounds(
+        &self,
+        carrier: &CarrierId,
+    ) -> Result<Option<LogBounds>, StoreError> {
+        self.read_log_bounds::<number_event::Entity>(carrier.as_str())
+            .await
+    }
+
     /// Purges the entries of log `L` written before `cutoff_ms`, carrier by carrier, at most
     /// `batch` positions per transaction. Returns how many were deleted.
     ///

@@ -3,10 +3,9 @@
 
 use sea_orm::ActiveValue::Set;
 
-use super::entities::{call_record, carrier, quality_record};
-use super::logs::GaplessLog;
+use super::entities::{call_record, quality_record};
 use super::records::{LogRecord, Place, RecordTable, StoredRow};
-use crate::domain::records::{CallRecord, Classification, LogBounds, LogKind, QualityRecord};
+use crate::domain::records::{CallRecord, Classification, LogKind, QualityRecord};
 use crate::feed::Notice;
 use crate::pb::v1 as pb;
 use crate::wire::records::{call_record_to_pb, quality_record_to_pb};
@@ -131,13 +130,5 @@ pub(super) fn kind_code(kind: LogKind) -> i16 {
     match kind {
         LogKind::CallRecords => 1,
         LogKind::QualityRecords => 2,
-    }
-}
-
-/// The bounds of the log of `kind` on a carrier row.
-pub(super) fn bounds_of(kind: LogKind, carrier: &carrier::Model) -> LogBounds {
-    match kind {
-        LogKind::CallRecords => <CallRecord as LogRecord>::Table::bounds(carrier),
-        LogKind::QualityRecords => <QualityRecord as LogRecord>::Table::bounds(carrier),
     }
 }

@@ -32,10 +32,10 @@ use sea_orm::sea_query::{
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::batch::{Attempt, Lookup, columns, per_statement, retry_write};
-use super::entities::{carrier, consumer_cursor};
+use super::entities::{call_record, carrier, consumer_cursor, quality_record};
 use super::logs::{GaplessLog, take_positions};
 use super::lookup::by_key;
-use super::record_kinds::{bounds_of, kind_code};
+use super::record_kinds::kind_code;
 use super::redaction::{RedactableRecord, same_encoded};
 use super::{Store, StoreError, notify, now_ms};
 use crate::domain::durations::IngestOutcome;
@@ -119,29 +119,23 @@ async fn existing<L: RecordTable, C: ConnectionTrait>(
 }
 
 /// One page of a log in one statement: the carrier's row for the log's bounds, joined to its
-/// records with a cursor in `(after, after + limit]` up to the bounds' latest that match
+/// records with a cursor in `(after, window_end]` up to the bounds' latest that match
 /// `filter`, in cursor order. A carrier without such records still yields its row, with no
 /// record beside it. One statement is one snapshot on both backends: the bounds and the rows
 /// agree, as they would in a transaction, at one round trip instead of four on PostgreSQL
 /// (`BEGIN`, bounds, rows, `COMMIT`).
 fn page_query<L: RecordTable>(
     carrier_id: &CarrierId,
-    after: i64,
+    (after, window_end): (i64, i64),
     limit: u64,
     filter: &RecordFilter,
 ) -> SelectStatement {
     let (c, r) = (Alias::new("c"), Alias::new("r"));
     let record = |column: L::Column| Expr::col((r.clone(), column));
-    // Cursors are gapless: the next `limit` records are exactly the cursors up to
-    // `after + limit`, so the query names that range and reads at most `limit` rows, whatever
-    // plan the database picks (PostgreSQL, planning with the statistics of a table not yet
-    // analyzed, scanned every row after the cursor and sorted them: 54 ms a page instead of
-    // 0.35). With filters, a page may hold fewer rows than `limit`.
-    let through = after.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
     let mut on = Condition::all()
         .add(record(L::CARRIER).eq(carrier_id.as_str()))
         .add(record(L::POSITION).gt(after))
-        .add(record(L::POSITION).lte(through))
+        .add(record(L::POSITION).lte(window_end))
         .add(record(L::POSITION).lte(Expr::col((c.clone(), L::COUNTER))));
     if let Some(t) = &filter.tenant_id {
         on = on.add(record(L::TENANT).eq(t.as_str()));
@@ -332,13 +326,12 @@ impl Store {
         carrier: &CarrierId,
         kind: LogKind,
     ) -> Result<LogBounds, StoreError> {
-        let row = by_key(
-            carrier::Entity::find_by_id(carrier.as_str()),
-            &self.shared.db,
-        )
-        .await?
-        .ok_or_else(|| StoreError::CarrierNotFound(carrier.to_string()))?;
-        Ok(bounds_of(kind, &row))
+        let id = carrier.as_str();
+        match kind {
+            LogKind::CallRecords => self.read_log_bounds::<call_record::Entity>(id).await?,
+            LogKind::QualityRecords => self.read_log_bounds::<quality_record::Entity>(id).await?,
+        }
+        .ok_or_else(|| StoreError::CarrierNotFound(carrier.to_string()))
     }
 
     /// Up to `limit` records of `carrier` after `after` that match `filter`, among the next
@@ -351,8 +344,14 @@ impl Store {
         filter: &RecordFilter,
         limit: u64,
     ) -> Result<RecordPage, StoreError> {
+        // Cursors are gapless: the next `limit` records are exactly the cursors up to
+        // `after + limit`, so the query names that range and reads at most `limit` rows,
+        // whatever plan the database picks (PostgreSQL, planning with the statistics of a
+        // table not yet analyzed, scanned every row after the cursor and sorted them: 54 ms a
+        // page instead of 0.35). With filters, a page may hold fewer rows than `limit`.
+        let window_end = after.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
         let db = &self.shared.db;
-        let query = page_query::<T::Table>(carrier, after, limit, filter);
+        let query = page_query::<T::Table>(carrier, (after, window_end), limit, filter);
         let rows = db
             .query_all_raw(db.get_database_backend().build(&query))
             .await?;
@@ -375,8 +374,7 @@ impl Store {
                 });
             }
         }
-        let limit_i64 = i64::try_from(limit).unwrap_or(i64::MAX);
-        let through = std::cmp::min(bounds.latest, after.saturating_add(limit_i64));
+        let through = std::cmp::min(bounds.latest, window_end);
         let full = records.len() as u64 >= limit;
         let next_cursor = match records.last() {
             Some(record) if full => record.cursor,
