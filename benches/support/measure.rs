@@ -13,7 +13,6 @@ use futures::StreamExt;
 use opconnect::pb::v1 as pb;
 use opconnect::pb::v1::assignment_service_client::AssignmentServiceClient;
 use opconnect::pb::v1::call_duration_service_client::CallDurationServiceClient;
-use opconnect::pb::v1::call_record_service_client::CallRecordServiceClient;
 use opconnect::pb::v1::platform_service_client::PlatformServiceClient;
 use tokio::sync::mpsc;
 use tonic::Streaming;
@@ -141,33 +140,11 @@ pub async fn stream_call_records(
     let started = Instant::now();
     let received = match decode {
         Decode::Fields => {
-            let mut stream = CallRecordServiceClient::new(channel)
-                .stream_call_records(request)
+            count_streamed::<pb::StreamCallRecordsResponse>(channel, request, |m| m.records.len())
                 .await?
-                .into_inner();
-            let mut received = 0;
-            while let Some(message) = stream.message().await? {
-                received += message.records.len();
-            }
-            received
         }
         Decode::Bytes => {
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await?;
-            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-                "/opconnect.v1.CallRecordService/StreamCallRecords",
-            );
-            let codec =
-                tonic_prost::ProstCodec::<pb::StreamCallRecordsRequest, RecordBytes>::default();
-            let mut stream = grpc
-                .server_streaming(tonic::Request::new(request), path, codec)
-                .await?
-                .into_inner();
-            let mut received = 0;
-            while let Some(message) = stream.message().await? {
-                received += message.records.len();
-            }
-            received
+            count_streamed::<RecordBytes>(channel, request, |m| m.records.len()).await?
         }
     };
     let elapsed = started.elapsed();
@@ -176,6 +153,30 @@ pub async fn stream_call_records(
         "streamed {received} of {expected} records"
     );
     Ok(elapsed)
+}
+
+/// Reads a whole `StreamCallRecords` stream, decoding its messages as `R`; returns the records
+/// `count` finds in them.
+async fn count_streamed<R: prost::Message + Default + Send + 'static>(
+    channel: Channel,
+    request: pb::StreamCallRecordsRequest,
+    count: impl Fn(&R) -> usize,
+) -> Result<usize> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opconnect.v1.CallRecordService/StreamCallRecords",
+    );
+    let codec = tonic_prost::ProstCodec::<pb::StreamCallRecordsRequest, R>::default();
+    let mut stream = grpc
+        .server_streaming(tonic::Request::new(request), path, codec)
+        .await?
+        .into_inner();
+    let mut received = 0;
+    while let Some(message) = stream.message().await? {
+        received += count(&message);
+    }
+    Ok(received)
 }
 
 // === Unary calls ===
