@@ -116,12 +116,16 @@ impl Store {
             }))
     }
 
-    /// The bounds of `carrier`'s number-event log, if the carrier is registered.
+    /// The bounds of `carrier`'s number-event log, if the carrier is registered. Every watch
+    /// reads them when it starts, so they are read together with the lookups queued beside
+    /// them (`batched.rs`), each by a query that starts after it was asked.
     pub(crate) async fn number_log_bounds(
         &self,
         carrier: &CarrierId,
     ) -> Result<Option<LogBounds>, StoreError> {
-        self.read_log_bounds::<number_event::Entity>(carrier.as_str())
+        self.shared
+            .number_log_bounds
+            .get(&self.shared.db, carrier.to_string())
             .await
     }
 

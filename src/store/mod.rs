@@ -17,16 +17,17 @@ use crate::feed::{Feed, Notice};
 
 mod audit;
 mod batch;
+mod batched;
 mod carriers;
 mod durations;
 mod entities;
 mod erasure;
 mod export;
 mod failure;
+mod keyed_reads;
 mod logs;
 mod lookup;
 pub mod migration;
-mod number_reads;
 mod numbers;
 mod purge_runs;
 mod record_kinds;
@@ -126,7 +127,10 @@ struct Shared {
     /// PostgreSQL and for an in-memory database.
     sqlite_file: Option<PathBuf>,
     /// `GetNumber` lookups, read together while they queue.
-    number_reads: number_reads::NumberReads,
+    number_reads: batched::Batched<keyed_reads::NumberRows>,
+    /// The number-event log bounds watches read when they start, read together while they
+    /// queue.
+    number_log_bounds: batched::Batched<keyed_reads::NumberLogBounds>,
 }
 
 impl Store {
@@ -183,7 +187,8 @@ impl Store {
                 feed: Feed::default(),
                 postgres_url,
                 sqlite_file,
-                number_reads: number_reads::NumberReads::default(),
+                number_reads: batched::Batched::default(),
+                number_log_bounds: batched::Batched::default(),
             }),
         };
         store.migrate().await?;

@@ -477,7 +477,7 @@ impl Store {
     }
 
     /// One of `carrier`'s numbers, read together with the lookups queued beside it
-    /// (`number_reads.rs`).
+    /// (`batched.rs`); `None` when it does not exist or is another carrier's.
     pub async fn get_number(
         &self,
         carrier: &CarrierId,
@@ -485,8 +485,11 @@ impl Store {
     ) -> Result<Option<NumberState>, StoreError> {
         self.shared
             .number_reads
-            .get(&self.shared.db, carrier, number)
-            .await
+            .get(&self.shared.db, number.as_str().to_owned())
+            .await?
+            .filter(|row| row.carrier_id == carrier.as_str())
+            .map(|row| decode_state(&row.state))
+            .transpose()
     }
 
     /// Up to `limit` of `carrier`'s numbers after `after`, with the revision they were read at.

@@ -429,7 +429,7 @@ async fn create_carrier_rules() {
     app.stop().await;
 }
 
-/// Lookups made together are read together (`store/number_reads.rs`): hundreds of concurrent
+/// Lookups made together are read together (`store/batched.rs`): hundreds of concurrent
 /// `GetNumber` calls by two carriers, each asking for its own numbers and the other's, get
 /// exactly their own numbers and NUMBER_NOT_FOUND for every other one; a change committed
 /// before a lookup is asked is what that lookup sees.

@@ -388,3 +388,102 @@ async fn a_large_snapshot_is_streamed_in_pages() {
         app.metrics.peak_buffered_bytes()
     );
 }
+
+/// Watches that open together read their start bounds together (`store/batched.rs`): 60
+/// watches each of two carriers, opened at once with the carrier's current revision, all
+/// start there and get exactly the next change; the other carrier's revision, ahead of a
+/// carrier's own, is REVISION_AHEAD for it. A watch opened right after a change commits, with
+/// that change's revision, is never told it is ahead, even while other watches are starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_opened_together_each_start_at_their_own_carriers_revision() {
+    const WATCHES: usize = 60;
+    let app = spawn_app_with(|s| {
+        s.rate_limit_per_carrier = 100_000;
+        s.max_streams_per_carrier = 200;
+    })
+    .await;
+    app.create_carrier("contoso").await;
+    app.create_carrier("fabrikam").await;
+    let contoso_numbers = ["+14255550100", "+14255550101", "+14255550102"];
+    app.provision("contoso", TENANT_A, &contoso_numbers).await;
+    app.provision("fabrikam", TENANT_A, &["+14255550200"]).await;
+    let contoso_revision = app.assign("+14255550100", "u").await.revision;
+    let fabrikam_revision = 1;
+    assert!(contoso_revision > fabrikam_revision);
+
+    let open = |carrier: &'static str, start_revision: i64| {
+        let app = &app;
+        async move {
+            app.carrier(carrier)
+                .await
+                .watch_numbers(pb::WatchNumbersRequest {
+                    start_revision: Some(start_revision),
+                    ..Default::default()
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let opening = (0..WATCHES).flat_map(|_| {
+        [
+            open("contoso", contoso_revision),
+            open("fabrikam", fabrikam_revision),
+            open("fabrikam", contoso_revision),
+        ]
+    });
+    let opened = futures::future::join_all(opening).await;
+    let (mut contoso, mut fabrikam) = (Vec::new(), Vec::new());
+    for (i, stream) in opened.into_iter().enumerate() {
+        let stream = stream.expect("watch opens");
+        match i % 3 {
+            0 => contoso.push(stream),
+            1 => fabrikam.push(stream),
+            _ => {
+                let mut stream = stream;
+                let status = stream.message().await.unwrap_err();
+                assert_error(&status, Code::OutOfRange, "REVISION_AHEAD");
+            }
+        }
+    }
+    let assigned = app.assign("+14255550101", "v").await;
+    for stream in &mut contoso {
+        let events = next(stream).await.events;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].revision, assigned.revision);
+        assert_eq!(events[0].revision, contoso_revision + 1);
+    }
+    let fabrikam_assigned = app.assign("+14255550200", "w").await;
+    for stream in &mut fabrikam {
+        let events = next(stream).await.events;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].revision, fabrikam_assigned.revision);
+        assert_eq!(events[0].number.as_ref().unwrap().number, "+14255550200");
+    }
+
+    // Read-your-writes: a watch from the revision a change just returned starts there, while
+    // other watches are starting beside it.
+    let client = app.carrier("contoso").await;
+    for (i, target) in ["x", "y", "z"].into_iter().enumerate() {
+        let busy: Vec<_> = (0..20)
+            .map(|_| {
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    client
+                        .watch_numbers(pb::WatchNumbersRequest::default())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let changed = app.assign(contoso_numbers[i], target).await;
+        let mut stream = open("contoso", changed.revision)
+            .await
+            .expect("a watch from the revision just returned opens");
+        app.assign(contoso_numbers[(i + 1) % 3], target).await;
+        let events = next(&mut stream).await.events;
+        assert_eq!(events[0].revision, changed.revision + 1);
+        for call in busy {
+            drop(call.await.unwrap());
+        }
+    }
+}
