@@ -15,7 +15,9 @@ use std::marker::PhantomData;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
-use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{
+    DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len,
+};
 use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
@@ -108,23 +110,50 @@ impl Message for Framed {
 /// as stored). A message's fields may come in any order, so `head` sets what `body` omits.
 pub(crate) fn frame_item(tag: u32, head: &[u8], body: &[u8]) -> Bytes {
     let inner = head.len() + body.len();
-    let mut out = BytesMut::with_capacity(1 + encoded_len_varint(inner as u64) + inner);
-    encode_key(tag, WireType::LengthDelimited, &mut out);
-    encode_varint(inner as u64, &mut out);
+    let mut out = BytesMut::with_capacity(item_len(tag, inner));
+    put_item_head(&mut out, tag, inner);
     out.put_slice(head);
     out.put_slice(body);
     out.freeze()
 }
 
+/// The encoded length of an element of repeated message field `tag` whose own encoding is
+/// `inner` bytes long.
+pub(crate) fn item_len(tag: u32, inner: usize) -> usize {
+    key_len(tag) + encoded_len_varint(inner as u64) + inner
+}
+
+/// The key and length of an element of repeated message field `tag`, `inner` bytes long;
+/// its fields follow.
+pub(crate) fn put_item_head(out: &mut impl BufMut, tag: u32, inner: usize) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(inner as u64, out);
+}
+
 /// An `int64` field, omitted at 0 as proto3 does.
 pub(crate) fn int64_field(tag: u32, value: i64) -> Bytes {
     let mut out = BytesMut::with_capacity(11);
-    if value != 0 {
-        encode_key(tag, WireType::Varint, &mut out);
-        #[allow(clippy::cast_sign_loss)] // int64 is encoded as its two's complement u64
-        encode_varint(value as u64, &mut out);
-    }
+    put_int64_field(&mut out, tag, value);
     out.freeze()
+}
+
+/// Writes an `int64` field, omitted at 0 as proto3 does.
+pub(crate) fn put_int64_field(out: &mut impl BufMut, tag: u32, value: i64) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, out);
+        #[allow(clippy::cast_sign_loss)] // int64 is encoded as its two's complement u64
+        encode_varint(value as u64, out);
+    }
+}
+
+/// The encoded length of what [`put_int64_field`] writes.
+pub(crate) fn int64_field_len(tag: u32, value: i64) -> usize {
+    #[allow(clippy::cast_sign_loss)] // as encoded
+    if value == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(value as u64)
+    }
 }
 
 /// A message field, encoded.
