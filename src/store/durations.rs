@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query, SelectStatement};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::batch::{Attempt, Lookup, columns, per_statement, retry_write};
@@ -152,35 +152,42 @@ impl Store {
             outcomes.push(outcome);
         }
         new.sort_unstable_by(|a, b| a.report.call_id().as_str().cmp(b.report.call_id().as_str()));
-        let carrier_id = carrier.to_string();
-        let rows: Vec<call_duration::ActiveModel> = new
-            .into_iter()
-            .map(
-                |EncodedDuration { report, json }| call_duration::ActiveModel {
-                    carrier_id: Set(carrier_id.clone()),
-                    call_id: Set(report.call_id().as_str().to_owned()),
-                    tenant_id: Set(report.tenant_id().as_str().to_owned()),
-                    start_time_ms: Set(report.start_time_ms()),
-                    duration_ms: Set(report.duration_ms()),
-                    received_time_ms: Set(received_time_ms),
-                    record: Set(json.clone()),
-                },
-            )
-            .collect();
-        let expected = rows.len() as u64;
+        // The rows are built as values, as a plain multi-row insert is: through `ActiveModel`
+        // and `insert_many`, their conversion and clones were a quarter of the runtime's side
+        // of the commit, which the next commit waits for (durations-only profile).
+        use call_duration::Column as C;
+        let expected = new.len() as u64;
         let mut inserted = 0;
-        for chunk in per_statement(rows, columns::<call_duration::Entity>()) {
-            inserted += call_duration::Entity::insert_many(chunk)
-                .on_conflict(
-                    OnConflict::columns([
-                        call_duration::Column::CarrierId,
-                        call_duration::Column::CallId,
+        for chunk in per_statement(new, columns::<call_duration::Entity>()) {
+            let mut insert = Query::insert();
+            insert.into_table(call_duration::Entity).columns([
+                C::CarrierId,
+                C::CallId,
+                C::TenantId,
+                C::StartTimeMs,
+                C::DurationMs,
+                C::ReceivedTimeMs,
+                C::Record,
+            ]);
+            for EncodedDuration { report, json } in chunk {
+                insert
+                    .values([
+                        carrier.as_str().into(),
+                        report.call_id().as_str().into(),
+                        report.tenant_id().as_str().into(),
+                        report.start_time_ms().into(),
+                        report.duration_ms().into(),
+                        received_time_ms.into(),
+                        json.as_str().into(),
                     ])
+                    .map_err(|e| StoreError::Db(DbErr::Custom(e.to_string())))?;
+            }
+            insert.on_conflict(
+                OnConflict::columns([C::CarrierId, C::CallId])
                     .do_nothing()
                     .to_owned(),
-                )
-                .exec_without_returning(&tx)
-                .await?;
+            );
+            inserted += tx.execute(&insert).await?.rows_affected();
         }
         if inserted != expected {
             tx.rollback().await?;

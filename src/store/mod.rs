@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     DbErr, IsolationLevel, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
@@ -19,6 +20,7 @@ mod audit;
 mod batch;
 mod batched;
 mod carriers;
+mod checkpoint;
 mod durations;
 mod entities;
 mod erasure;
@@ -126,6 +128,8 @@ struct Shared {
     /// The SQLite database file the pool opened (absolute), for [`Store::ping`]; `None` on
     /// PostgreSQL and for an in-memory database.
     sqlite_file: Option<PathBuf>,
+    /// SQLite (a file): the WAL checkpoints run beside the writer; `None` elsewhere.
+    checkpoints: Option<checkpoint::Checkpoints>,
     /// `GetNumber` lookups, read together while they queue.
     number_reads: batched::Batched<keyed_reads::NumberRows>,
     /// The number-event log bounds watches read when they start, read together while they
@@ -166,6 +170,13 @@ impl Store {
         let writer = match &sqlite_file {
             Some(_) => {
                 let mut connect = connect_options(options);
+                // Checkpoints run beside the writer (`checkpoint.rs`).
+                connect.map_sqlx_sqlite_opts(|opts| {
+                    sqlite_options(opts).pragma(
+                        "wal_autocheckpoint",
+                        checkpoint::WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+                    )
+                });
                 // A writer waits for the connection as long as it would wait for SQLite's
                 // write lock.
                 connect
@@ -180,6 +191,9 @@ impl Store {
             }
             None => db.clone(),
         };
+        let checkpoints = sqlite_file
+            .as_ref()
+            .map(|_| checkpoint::Checkpoints::start(&db));
         let store = Self {
             shared: Arc::new(Shared {
                 writer,
@@ -187,6 +201,7 @@ impl Store {
                 feed: Feed::default(),
                 postgres_url,
                 sqlite_file,
+                checkpoints,
                 number_reads: batched::Batched::default(),
                 number_log_bounds: batched::Batched::default(),
             }),
@@ -215,6 +230,9 @@ impl Store {
     /// Begins a write transaction. On SQLite it is IMMEDIATE: the write lock is taken at
     /// `BEGIN`, so a read-then-write never fails with "database is locked".
     async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        if let Some(checkpoints) = &self.shared.checkpoints {
+            checkpoints.write_begins();
+        }
         self.shared
             .writer
             .begin_with_options(TransactionOptions {
@@ -357,18 +375,21 @@ fn connect_options(options: &StoreOptions) -> ConnectOptions {
         .acquire_timeout(options.acquire_timeout)
         .connect_timeout(options.acquire_timeout)
         .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|opts| {
-            opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                .foreign_keys(true)
-        })
+        .map_sqlx_sqlite_opts(sqlite_options)
         // Every query here is a keyed lookup on a table that starts empty. A generic plan
         // cached while a table was empty keeps seq-scanning it once it holds millions of
         // rows (measured: commit time grew linearly with the table); custom plans see the
         // real bind values and statistics every time.
         .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]));
     connect
+}
+
+/// SQLite's durability and concurrency pragmas, on every connection.
+fn sqlite_options(opts: SqliteConnectOptions) -> SqliteConnectOptions {
+    opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true)
 }
 
 /// The file of the `main` database of a SQLite pool, or `None` when it has none (in memory).
