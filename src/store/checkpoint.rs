@@ -78,7 +78,7 @@ async fn run(db: DatabaseConnection, wake: Weak<Notify>) {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use sea_orm::{ConnectionTrait, TransactionTrait};
+    use sea_orm::ConnectionTrait;
 
     use crate::store::{Store, StoreOptions};
 
