@@ -1,7 +1,7 @@
 //! The two record kinds and their tables: how a call record or a quality record becomes a row
 //! of its log, and what each table keeps beside the record for filters and joins.
 
-use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
 
 use super::entities::{call_record, quality_record};
 use super::records::{LogRecord, Place, RecordTable, StoredRow};
@@ -25,25 +25,40 @@ impl LogRecord for CallRecord {
         call_record_to_pb(0, self)
     }
 
-    fn row(&self, place: Place, encoded: Vec<u8>) -> call_record::ActiveModel {
+    fn row(&self, place: Place, encoded: Vec<u8>) -> Vec<Expr> {
         // The tenant's side of the call, for usage by number.
         let tenant_number = self.tenant_number().map(ToString::to_string);
-        call_record::ActiveModel {
-            carrier_id: Set(place.carrier_id),
-            cursor: Set(place.cursor),
-            call_id: Set(self.call_id().as_str().to_owned()),
-            tenant_id: Set(self.tenant_id().as_str().to_owned()),
-            start_time_ms: Set(self.start_time_ms()),
-            ingest_time_ms: Set(place.ingest_time_ms),
-            duration_ms: Set(self.duration_ms()),
-            successful: Set(self.successful()),
-            tenant_number: Set(tenant_number.unwrap_or_default()),
-            encoded: Set(encoded),
-        }
+        vec![
+            place.carrier_id.into(),
+            place.cursor.into(),
+            self.call_id().as_str().into(),
+            self.tenant_id().as_str().into(),
+            self.start_time_ms().into(),
+            place.ingest_time_ms.into(),
+            self.duration_ms().into(),
+            self.successful().into(),
+            tenant_number.unwrap_or_default().into(),
+            encoded.into(),
+        ]
     }
 }
 
 impl RecordTable for call_record::Entity {
+    const COLUMNS: &'static [Self::Column] = {
+        use call_record::Column as C;
+        &[
+            C::CarrierId,
+            C::Cursor,
+            C::CallId,
+            C::TenantId,
+            C::StartTimeMs,
+            C::IngestTimeMs,
+            C::DurationMs,
+            C::Successful,
+            C::TenantNumber,
+            C::Encoded,
+        ]
+    };
     const CALL_ID: Self::Column = call_record::Column::CallId;
     const KEY: &'static [Self::Column] = &[call_record::Column::CallId];
     const TENANT: Self::Column = call_record::Column::TenantId;
@@ -81,27 +96,41 @@ impl LogRecord for QualityRecord {
         quality_record_to_pb(0, self)
     }
 
-    fn row(&self, place: Place, encoded: Vec<u8>) -> quality_record::ActiveModel {
-        let classification = match self.classification() {
+    fn row(&self, place: Place, encoded: Vec<u8>) -> Vec<Expr> {
+        let classification: i16 = match self.classification() {
             Classification::Good => 1,
             Classification::Poor(_) => 2,
             Classification::Unclassified => 3,
         };
-        quality_record::ActiveModel {
-            carrier_id: Set(place.carrier_id),
-            cursor: Set(place.cursor),
-            call_id: Set(self.call_id().as_str().to_owned()),
-            stream_id: Set(self.stream_id().to_owned()),
-            tenant_id: Set(self.tenant_id().as_str().to_owned()),
-            start_time_ms: Set(self.start_time_ms()),
-            ingest_time_ms: Set(place.ingest_time_ms),
-            classification: Set(classification),
-            encoded: Set(encoded),
-        }
+        vec![
+            place.carrier_id.into(),
+            place.cursor.into(),
+            self.call_id().as_str().into(),
+            self.stream_id().into(),
+            self.tenant_id().as_str().into(),
+            self.start_time_ms().into(),
+            place.ingest_time_ms.into(),
+            classification.into(),
+            encoded.into(),
+        ]
     }
 }
 
 impl RecordTable for quality_record::Entity {
+    const COLUMNS: &'static [Self::Column] = {
+        use quality_record::Column as C;
+        &[
+            C::CarrierId,
+            C::Cursor,
+            C::CallId,
+            C::StreamId,
+            C::TenantId,
+            C::StartTimeMs,
+            C::IngestTimeMs,
+            C::Classification,
+            C::Encoded,
+        ]
+    };
     const CALL_ID: Self::Column = quality_record::Column::CallId;
     const KEY: &'static [Self::Column] = &[
         quality_record::Column::CallId,
@@ -130,5 +159,86 @@ pub(super) fn kind_code(kind: LogKind) -> i16 {
     match kind {
         LogKind::CallRecords => 1,
         LogKind::QualityRecords => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{EntityTrait, IdenStatic, Iterable};
+
+    use super::*;
+    use crate::wire::records::call_record_from_pb;
+
+    /// The insert columns are every column of the table, in the order the entity declares
+    /// them, which is the order `row` writes its values in.
+    #[test]
+    fn insert_columns_are_the_tables_columns_in_declared_order() {
+        fn names<E: EntityTrait>(columns: impl IntoIterator<Item = E::Column>) -> Vec<String> {
+            columns.into_iter().map(|c| c.as_str().to_owned()).collect()
+        }
+        fn listed_and_declared<E: RecordTable>() -> (Vec<String>, Vec<String>) {
+            (
+                names::<E>(E::COLUMNS.iter().copied()),
+                names::<E>(E::Column::iter()),
+            )
+        }
+        let (listed, declared) = listed_and_declared::<call_record::Entity>();
+        assert_eq!(listed, declared);
+        let (listed, declared) = listed_and_declared::<quality_record::Entity>();
+        assert_eq!(listed, declared);
+    }
+
+    /// A call record's row puts each value in its column's place (the three integer times and
+    /// durations, which a mix-up would not reject, included).
+    #[test]
+    fn a_call_records_values_are_in_their_columns_places() {
+        let wire = pb::CallRecord {
+            call_id: "call-1".into(),
+            tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+            call_type: "oc_in".into(),
+            direction: pb::CallDirection::Inbound as i32,
+            caller_number: "+14255550100".into(),
+            callee_number: "+14255550199".into(),
+            start_time: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            end_time: Some(prost_types::Timestamp {
+                seconds: 1_700_000_060,
+                nanos: 0,
+            }),
+            duration: Some(prost_types::Duration {
+                seconds: 58,
+                nanos: 0,
+            }),
+            successful: true,
+            final_sip_code: 200,
+            final_sip_phrase: "OK".into(),
+            ..Default::default()
+        };
+        let record = call_record_from_pb(&wire).expect("valid");
+        let place = Place {
+            carrier_id: "contoso".into(),
+            cursor: 7,
+            ingest_time_ms: 1_800_000_000_000,
+        };
+        let row = record.row(place, vec![1, 2, 3]);
+        assert_eq!(row.len(), call_record::Entity::COLUMNS.len());
+        let at = |c: call_record::Column| {
+            let i = call_record::Entity::COLUMNS
+                .iter()
+                .position(|x| x.as_str() == c.as_str());
+            row[i.expect("listed")].clone()
+        };
+        use call_record::Column as C;
+        assert_eq!(at(C::CarrierId), Expr::from("contoso"));
+        assert_eq!(at(C::Cursor), Expr::from(7i64));
+        assert_eq!(at(C::CallId), Expr::from("call-1"));
+        assert_eq!(at(C::StartTimeMs), Expr::from(1_700_000_000_000i64));
+        assert_eq!(at(C::IngestTimeMs), Expr::from(1_800_000_000_000i64));
+        assert_eq!(at(C::DurationMs), Expr::from(58_000i64));
+        assert_eq!(at(C::Successful), Expr::from(true));
+        assert_eq!(at(C::TenantNumber), Expr::from("+14255550199"));
+        assert_eq!(at(C::Encoded), Expr::from(vec![1u8, 2, 3]));
     }
 }

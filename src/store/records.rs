@@ -35,7 +35,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryResult,
 };
 
-use super::batch::{Attempt, Lookup, columns, per_statement, retry_write};
+use super::batch::{Attempt, Lookup, per_statement, retry_write};
 use super::entities::{call_record, carrier, consumer_cursor, quality_record};
 use super::logs::{GaplessLog, take_positions};
 use super::lookup::by_key;
@@ -60,8 +60,10 @@ pub(crate) trait LogRecord: Send + Sync {
     /// It as its wire message, cursor 0.
     fn wire(&self) -> Self::Wire;
     /// Its row at `place`, with `encoded` (its wire message, encoded) and the columns its kind
-    /// keeps beside it for filters and joins.
-    fn row(&self, place: Place, encoded: Vec<u8>) -> <Self::Table as EntityTrait>::ActiveModel;
+    /// keeps beside it for filters and joins: the values of [`RecordTable::COLUMNS`], in that
+    /// order. Values, not an `ActiveModel`: ingestion inserts them as a plain multi-row insert
+    /// does (the `ActiveModel` conversion and its clones sat inside every commit).
+    fn row(&self, place: Place, encoded: Vec<u8>) -> Vec<Expr>;
 }
 
 /// Where a new record goes: its carrier's log, its cursor, and when it was ingested.
@@ -75,6 +77,8 @@ pub(crate) struct Place {
 /// A record log's table: what ingestion and reads need beyond the log's shape. Rows are held
 /// across awaits of `Send` futures, hence the bounds.
 pub(crate) trait RecordTable: GaplessLog<Model: Sync, ActiveModel: Send + Sync> {
+    /// Every column, in the order of [`LogRecord::row`]'s values.
+    const COLUMNS: &'static [Self::Column];
     /// The call-id column: a batch's stored keys are looked up by it.
     const CALL_ID: Self::Column;
     /// The columns of the unique key that [`LogRecord::key`] gives the values of.
@@ -101,8 +105,8 @@ pub(crate) struct StoredRow {
     pub encoded: Vec<u8>,
 }
 
-/// A new row of table `L` with its key, so that rows can be inserted in key order.
-type KeyedRow<'a, L> = (&'a (String, String), <L as EntityTrait>::ActiveModel);
+/// A new row's values with its key, so that rows can be inserted in key order.
+type KeyedRow<'a> = (&'a (String, String), Vec<Expr>);
 
 /// Stored key → (carrier, encoding) for the keys of a batch.
 async fn existing<L: RecordTable, C: ConnectionTrait>(
@@ -288,7 +292,7 @@ impl Store {
         }
         let ingest_time_ms = now_ms();
         let mut published = Vec::new();
-        let mut rows: Vec<KeyedRow<'_, T::Table>> = Vec::with_capacity(batch.len());
+        let mut rows: Vec<KeyedRow<'_>> = Vec::with_capacity(batch.len());
         for (carrier_id, records) in new_by_carrier {
             let n = i64::try_from(records.len()).unwrap_or(i64::MAX);
             let Some(row) = take_positions::<T::Table, _>(&tx, carrier_id, n).await? else {
@@ -313,15 +317,22 @@ impl Store {
         let expected = rows.len() as u64;
         let mut inserted = 0;
         let rows: Vec<_> = rows.into_iter().map(|(_, row)| row).collect();
-        for chunk in per_statement(rows, columns::<T::Table>()) {
-            inserted += T::Table::insert_many(chunk)
-                .on_conflict(
-                    OnConflict::columns(T::Table::KEY.iter().copied())
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .exec_without_returning(&tx)
-                .await?;
+        for chunk in per_statement(rows, T::Table::COLUMNS.len()) {
+            let mut insert = Query::insert();
+            insert
+                .into_table(T::Table::default())
+                .columns(T::Table::COLUMNS.iter().copied());
+            for row in chunk {
+                insert
+                    .values(row)
+                    .map_err(|e| StoreError::Db(DbErr::Custom(e.to_string())))?;
+            }
+            insert.on_conflict(
+                OnConflict::columns(T::Table::KEY.iter().copied())
+                    .do_nothing()
+                    .to_owned(),
+            );
+            inserted += tx.execute(&insert).await?.rows_affected();
         }
         if inserted != expected {
             tx.rollback().await?;
