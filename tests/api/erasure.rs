@@ -1,7 +1,7 @@
 //! Tenant erasure (DESIGN §8): what a carrier, the platform, the log and the database still
 //! hold of an erased tenant, and what they hold of everyone else.
 
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement, TransactionTrait};
 use tonic::Code;
 
 use crate::helpers::*;
@@ -576,6 +576,16 @@ async fn erasure_killed_halfway_is_finished_by_a_rerun() {
         }
     };
 
+    // The erasure goes in cursor order; a row lock held here on cursor 60,000 stops it in
+    // the middle, so the kill lands before the end however the machine schedules this test
+    // (it polls the count; under load, an unhindered erasure once finished between polls).
+    let hold = db.begin().await.unwrap();
+    hold.execute_unprepared(
+        "SELECT cursor FROM call_records WHERE carrier_id = 'contoso' AND cursor = 60000 \
+         FOR UPDATE",
+    )
+    .await
+    .unwrap();
     let mut platform = app.platform().await;
     let erasing =
         tokio::spawn(async move { platform.erase_tenant_data(erase_request(TENANT_A)).await });
@@ -590,6 +600,8 @@ async fn erasure_killed_halfway_is_finished_by_a_rerun() {
     assert!(done < RECORDS, "killed before the end ({done} redacted)");
     assert_eq!(half, 0, "nothing half-redacted");
     assert_eq!(count(redacted_sql).await, done);
+    // The killed server's blocked batch never committed; its session ends once unblocked.
+    hold.rollback().await.unwrap();
 
     eprintln!("killed with {done} of {RECORDS} records redacted");
     let restarted = spawn_server_with(dir.path(), &database_url, &[]);
