@@ -13,7 +13,8 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
-use sea_orm::{DbErr, EntityTrait, Iterable};
+use sea_orm::sea_query::{Expr, IntoIden, IntoTableRef, OnConflict, Query};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Iterable};
 
 use super::StoreError;
 
@@ -48,6 +49,44 @@ pub(super) fn per_statement<I: IntoIterator>(
 /// The number of columns of `E`: the variables one of its rows binds in a multi-row insert.
 pub(super) fn columns<E: EntityTrait>() -> usize {
     E::Column::iter().count()
+}
+
+/// Inserts `rows` into `table`, each the values of `columns` in order, as multi-row
+/// `INSERT`s of at most one statement's binds, skipping a row whose `key` is stored already;
+/// returns how many rows were inserted. Rows are plain values, as a hand-written multi-row
+/// insert binds them: through `ActiveModel` and `insert_many`, their conversion and clones
+/// were a quarter of the runtime's side of a 2,000-row commit (durations-only profile).
+pub(super) async fn insert_new_rows<C, T, Col>(
+    conn: &C,
+    table: T,
+    columns: &[Col],
+    key: &[Col],
+    rows: Vec<Vec<Expr>>,
+) -> Result<u64, StoreError>
+where
+    C: ConnectionTrait,
+    T: IntoTableRef + Clone,
+    Col: IntoIden + Copy,
+{
+    let mut inserted = 0;
+    for chunk in per_statement(rows, columns.len()) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(table.clone())
+            .columns(columns.iter().copied());
+        for row in chunk {
+            insert
+                .values(row)
+                .map_err(|e| StoreError::Db(DbErr::Custom(e.to_string())))?;
+        }
+        insert.on_conflict(
+            OnConflict::columns(key.iter().copied())
+                .do_nothing()
+                .to_owned(),
+        );
+        inserted += conn.execute(&insert).await?.rows_affected();
+    }
+    Ok(inserted)
 }
 
 /// How an ingestion attempt learns which keys are stored already.

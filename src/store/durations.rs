@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query, SelectStatement};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
-use super::batch::{Attempt, Lookup, columns, per_statement, retry_write};
+use super::batch::{Attempt, Lookup, insert_new_rows, per_statement, retry_write};
 use super::entities::{call_duration, call_record, upload};
 use super::lookup::by_key;
 use super::redaction::{Stored, same_record};
@@ -152,15 +152,26 @@ impl Store {
             outcomes.push(outcome);
         }
         new.sort_unstable_by(|a, b| a.report.call_id().as_str().cmp(b.report.call_id().as_str()));
-        // The rows are built as values, as a plain multi-row insert is: through `ActiveModel`
-        // and `insert_many`, their conversion and clones were a quarter of the runtime's side
-        // of the commit, which the next commit waits for (durations-only profile).
         use call_duration::Column as C;
         let expected = new.len() as u64;
-        let mut inserted = 0;
-        for chunk in per_statement(new, columns::<call_duration::Entity>()) {
-            let mut insert = Query::insert();
-            insert.into_table(call_duration::Entity).columns([
+        let rows = new
+            .into_iter()
+            .map(|EncodedDuration { report, json }| {
+                vec![
+                    carrier.as_str().into(),
+                    report.call_id().as_str().into(),
+                    report.tenant_id().as_str().into(),
+                    report.start_time_ms().into(),
+                    report.duration_ms().into(),
+                    received_time_ms.into(),
+                    json.as_str().into(),
+                ]
+            })
+            .collect();
+        let inserted = insert_new_rows(
+            &tx,
+            call_duration::Entity,
+            &[
                 C::CarrierId,
                 C::CallId,
                 C::TenantId,
@@ -168,27 +179,11 @@ impl Store {
                 C::DurationMs,
                 C::ReceivedTimeMs,
                 C::Record,
-            ]);
-            for EncodedDuration { report, json } in chunk {
-                insert
-                    .values([
-                        carrier.as_str().into(),
-                        report.call_id().as_str().into(),
-                        report.tenant_id().as_str().into(),
-                        report.start_time_ms().into(),
-                        report.duration_ms().into(),
-                        received_time_ms.into(),
-                        json.as_str().into(),
-                    ])
-                    .map_err(|e| StoreError::Db(DbErr::Custom(e.to_string())))?;
-            }
-            insert.on_conflict(
-                OnConflict::columns([C::CarrierId, C::CallId])
-                    .do_nothing()
-                    .to_owned(),
-            );
-            inserted += tx.execute(&insert).await?.rows_affected();
-        }
+            ],
+            &[C::CarrierId, C::CallId],
+            rows,
+        )
+        .await?;
         if inserted != expected {
             tx.rollback().await?;
             return Ok(match lookup {

@@ -35,7 +35,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryResult,
 };
 
-use super::batch::{Attempt, Lookup, per_statement, retry_write};
+use super::batch::{Attempt, Lookup, insert_new_rows, per_statement, retry_write};
 use super::entities::{call_record, carrier, consumer_cursor, quality_record};
 use super::logs::{GaplessLog, take_positions};
 use super::lookup::by_key;
@@ -61,8 +61,7 @@ pub(crate) trait LogRecord: Send + Sync {
     fn wire(&self) -> Self::Wire;
     /// Its row at `place`, with `encoded` (its wire message, encoded) and the columns its kind
     /// keeps beside it for filters and joins: the values of [`RecordTable::COLUMNS`], in that
-    /// order. Values, not an `ActiveModel`: ingestion inserts them as a plain multi-row insert
-    /// does (the `ActiveModel` conversion and its clones sat inside every commit).
+    /// order, as [`insert_new_rows`] takes them.
     fn row(&self, place: Place, encoded: Vec<u8>) -> Vec<Expr>;
 }
 
@@ -74,9 +73,8 @@ pub(crate) struct Place {
     pub ingest_time_ms: i64,
 }
 
-/// A record log's table: what ingestion and reads need beyond the log's shape. Rows are held
-/// across awaits of `Send` futures, hence the bounds.
-pub(crate) trait RecordTable: GaplessLog<Model: Sync, ActiveModel: Send + Sync> {
+/// A record log's table: what ingestion and reads need beyond the log's shape.
+pub(crate) trait RecordTable: GaplessLog {
     /// Every column, in the order of [`LogRecord::row`]'s values.
     const COLUMNS: &'static [Self::Column];
     /// The call-id column: a batch's stored keys are looked up by it.
@@ -315,25 +313,14 @@ impl Store {
         // One global order of keys: concurrent batches sharing keys wait in the same order.
         rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let expected = rows.len() as u64;
-        let mut inserted = 0;
-        let rows: Vec<_> = rows.into_iter().map(|(_, row)| row).collect();
-        for chunk in per_statement(rows, T::Table::COLUMNS.len()) {
-            let mut insert = Query::insert();
-            insert
-                .into_table(T::Table::default())
-                .columns(T::Table::COLUMNS.iter().copied());
-            for row in chunk {
-                insert
-                    .values(row)
-                    .map_err(|e| StoreError::Db(DbErr::Custom(e.to_string())))?;
-            }
-            insert.on_conflict(
-                OnConflict::columns(T::Table::KEY.iter().copied())
-                    .do_nothing()
-                    .to_owned(),
-            );
-            inserted += tx.execute(&insert).await?.rows_affected();
-        }
+        let inserted = insert_new_rows(
+            &tx,
+            T::Table::default(),
+            T::Table::COLUMNS,
+            T::Table::KEY,
+            rows.into_iter().map(|(_, row)| row).collect(),
+        )
+        .await?;
         if inserted != expected {
             tx.rollback().await?;
             return Ok(match lookup {
