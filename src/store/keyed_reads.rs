@@ -1,17 +1,19 @@
-//! The store's batched keyed reads (`batched.rs`): `GetNumber`'s number rows, and the
-//! number-event log bounds every watch reads when it starts.
+//! The store's keyed reads, batched by `batched.rs`: `GetNumber`'s number rows, and the log
+//! bounds every stream reads when it starts (batched for watches).
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
 use super::batched::{KeyedRead, padded};
-use super::entities::{carrier, number, number_event};
+use super::entities::{carrier, number};
 use super::logs::GaplessLog;
 use crate::domain::records::LogBounds;
 
-/// Number rows by number (keys are the stored text, as given). The caller checks whose row it is: a row is handed only to a lookup
-/// by the carrier it belongs to (another carrier's number is not found, whoever else asked).
+/// Number rows by number (keys are the stored text, as given). The caller checks whose row
+/// it is: a row is handed only to a lookup by the carrier it belongs to (another carrier's
+/// number is not found, whoever else asked).
 #[derive(Debug)]
 pub(super) struct NumberRows;
 
@@ -34,11 +36,12 @@ impl KeyedRead for NumberRows {
     }
 }
 
-/// The bounds of carriers' number-event logs, by carrier id; a carrier not registered is absent.
+/// The bounds of carriers' logs `L`, by carrier id, read from the two carrier-row columns
+/// that hold them (not the whole row); a carrier not registered is absent.
 #[derive(Debug)]
-pub(super) struct NumberLogBounds;
+pub(super) struct LogBoundsRows<L>(PhantomData<fn() -> L>);
 
-impl KeyedRead for NumberLogBounds {
+impl<L: GaplessLog + 'static> KeyedRead for LogBoundsRows<L> {
     type Key = String;
     type Row = LogBounds;
 
@@ -46,14 +49,9 @@ impl KeyedRead for NumberLogBounds {
         db: &DatabaseConnection,
         keys: &[&String],
     ) -> Result<HashMap<String, LogBounds>, DbErr> {
-        type Log = number_event::Entity;
         let rows: Vec<(String, i64, i64)> = carrier::Entity::find()
             .select_only()
-            .columns([
-                carrier::Column::CarrierId,
-                Log::PURGED_THROUGH,
-                Log::COUNTER,
-            ])
+            .columns([carrier::Column::CarrierId, L::PURGED_THROUGH, L::COUNTER])
             .filter(carrier::Column::CarrierId.is_in(padded(keys)))
             .into_tuple()
             .all(db)

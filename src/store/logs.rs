@@ -11,7 +11,9 @@ use sea_orm::sea_query::ExprTrait;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::batch::{Attempt, retry_write};
+use super::batched::KeyedRead;
 use super::entities::{call_record, carrier, number_event, quality_record};
+use super::keyed_reads::LogBoundsRows;
 use super::{Store, StoreError};
 use crate::domain::ids::CarrierId;
 use crate::domain::records::LogBounds;
@@ -94,26 +96,16 @@ pub(super) async fn take_positions<L: GaplessLog, C: ConnectionTrait>(
 }
 
 impl Store {
-    /// The bounds of `carrier`'s log `L`, read from the two carrier-row columns that hold them
-    /// (not the whole row: every stream reads them when it starts); `None` when the carrier is
-    /// not registered.
-    pub(super) async fn read_log_bounds<L: GaplessLog>(
+    /// The bounds of `carrier`'s log `L`, read on their own (the keyed read watches batch);
+    /// `None` when the carrier is not registered.
+    pub(super) async fn read_log_bounds<L: GaplessLog + 'static>(
         &self,
         carrier: &str,
     ) -> Result<Option<LogBounds>, StoreError> {
-        let rows: Vec<(i64, i64)> = carrier::Entity::find_by_id(carrier)
-            .select_only()
-            .columns([L::PURGED_THROUGH, L::COUNTER])
-            .into_tuple()
-            .all(&self.shared.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .next()
-            .map(|(purged_through, latest)| LogBounds {
-                purged_through,
-                latest,
-            }))
+        let key = carrier.to_owned();
+        Ok(LogBoundsRows::<L>::read(&self.shared.db, &[&key])
+            .await?
+            .remove(carrier))
     }
 
     /// The bounds of `carrier`'s number-event log, if the carrier is registered. Every watch

@@ -134,7 +134,7 @@ struct Shared {
     number_reads: batched::Batched<keyed_reads::NumberRows>,
     /// The number-event log bounds watches read when they start, read together while they
     /// queue.
-    number_log_bounds: batched::Batched<keyed_reads::NumberLogBounds>,
+    number_log_bounds: batched::Batched<keyed_reads::LogBoundsRows<entities::number_event::Entity>>,
 }
 
 impl Store {
